@@ -1,0 +1,243 @@
+"""`blurforge extract`: one streaming pass from a high-speed clip to a shard of blur/sharp pairs.
+
+Per decoded frame we keep only small statistics (sharpness, brightness, cut and motion scores) and
+a ring of the last frames, just long enough to hold the largest window plus the look-ahead that
+centre choice needs; memory is bounded by the largest window, never by the clip length. When a
+frame is known to be a sharp centre (a local sharpness maximum whose window is inside the clip and
+crosses no cut), its windows are averaged in linear light with the flicker gains divided out and
+the pair is appended to the shard, which is renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import sharpness as sh
+from .averaging import average_windows, half_span, window_weights
+from .curves import load_curve
+from .errors import BlurforgeError
+from .photometric import frame_brightness, window_gains
+from .shards import ShardError, ShardWriter, file_sha256, is_complete
+from .video import MIN_FPS, FrameReader, VideoInfo, probe
+
+CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
+GHOST_PX = 1.0
+
+
+@dataclass
+class ExtractOptions:
+    windows: list[int] = field(default_factory=lambda: [36, 73])
+    out: Path = Path("data")
+    stride: int | None = None  # default: the largest window
+    crf: str = "gamma2.2"
+    flicker: str = "auto"  # auto | 100 | 120 | off
+    cut_threshold: float = CUT_THRESHOLD
+    ghost_px: float = GHOST_PX
+    force: bool = False
+    overwrite: bool = False
+    max_pairs: int | None = None
+
+    @property
+    def max_half(self) -> int:
+        return max(half_span(w) for w in self.windows)
+
+    @property
+    def min_distance(self) -> int:
+        return self.stride if self.stride else max(self.windows)
+
+
+def parse_windows(text: str) -> list[int]:
+    try:
+        ws = sorted({int(w) for w in str(text).split(",") if w.strip()})
+    except ValueError:
+        raise BlurforgeError(f"--windows {text!r}: expected comma-separated frame counts, e.g. 36,73") from None
+    if not ws or ws[0] < 2:
+        raise BlurforgeError(f"--windows {text!r}: each window must be at least 2 frames")
+    return ws
+
+
+def check_clip(info: VideoInfo, opts: ExtractOptions) -> list[str]:
+    """Refuse what cannot give correct pairs; return warnings for what we convert."""
+    warnings = []
+    largest = max(opts.windows)
+    if info.fps < MIN_FPS and not opts.force:
+        raise BlurforgeError(
+            f"{info.path}: {info.fps:g} fps is below {MIN_FPS:g}: a {largest}-frame window would be a "
+            f"{1000 * largest / info.fps:.0f} ms exposure of {largest} widely spaced frames (ghosting); "
+            "pass --force to extract anyway")
+    if info.variable_frame_rate and not opts.force:
+        raise BlurforgeError(
+            f"{info.path}: variable frame rate ({info.fps:g} fps average, {info.tbr:g} tbr): window "
+            "averaging needs evenly spaced frames; re-encode at a constant rate or pass --force")
+    need = 2 * opts.max_half + 1
+    if 0 < info.frames < need - 1:
+        raise BlurforgeError(f"{info.path}: {info.frames} frames is shorter than the largest window "
+                             f"({largest} frames needs {need})")
+    if info.width % 2 or info.height % 2:
+        warnings.append(f"odd frame size {info.width}x{info.height}: cropped to "
+                        f"{info.width // 2 * 2}x{info.height // 2 * 2}")
+    if info.grayscale:
+        warnings.append(f"grayscale input ({info.pix_fmt}): converted to RGB (R = G = B)")
+    if info.bit_depth > 8:
+        warnings.append(f"{info.bit_depth}-bit input ({info.pix_fmt}): converted to 8-bit RGB")
+    return warnings
+
+
+def shard_path(clip: str | os.PathLike, out: Path) -> Path:
+    return Path(out) / (Path(clip).stem + ".h5")
+
+
+def _flicker_hz(opts: ExtractOptions) -> float | None:
+    return {"auto": None, "off": 0.0, "100": 100.0, "120": 120.0}[str(opts.flicker)]
+
+
+class _Hasher(threading.Thread):
+    """sha256 of the source file, computed beside the decode (it is I/O, not CPU, bound)."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.digest = path, ""
+
+    def run(self):
+        self.digest = file_sha256(self.path)
+
+
+def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None) -> dict:
+    """Extract one clip into ``opts.out/<stem>.h5``; returns a summary dict.
+
+    ``progress(frames_decoded, pairs_written)`` is called as work advances; ``warn(msg)`` for
+    conversions and ghosting. Raises BlurforgeError on bad input (no shard is left behind).
+    """
+    warn = warn or (lambda m: None)
+    clip = Path(clip)
+    out_path = shard_path(clip, opts.out)
+    if out_path.exists() and not opts.overwrite and is_complete(out_path):
+        return {"clip": str(clip), "shard": str(out_path), "status": "skipped (complete)", "pairs": None}
+    info = probe(clip)
+    for w in check_clip(info, opts):
+        warn(f"{clip.name}: {w}")
+    curve = load_curve(opts.crf)
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BlurforgeError(f"cannot create output folder {opts.out}: {e.strerror}") from None
+    if not os.access(opts.out, os.W_OK):
+        raise BlurforgeError(f"output folder {opts.out} is not writable")
+
+    reader = FrameReader(info)
+    H = opts.max_half
+    stride = opts.min_distance
+    radius = max(1, stride // 2)
+    look = max(H, radius)
+    windows = opts.windows
+    hasher = _Hasher(clip)
+    hasher.start()
+    attrs = {"kind": "video", "source_name": clip.name, "fps": info.fps, "camera_curve": curve.name,
+             "codec": info.codec, "pix_fmt": info.pix_fmt, "window_frames": np.array(windows, np.int64)}
+    writer = ShardWriter(out_path, reader.height, reader.width, [str(w) for w in windows], attrs=attrs,
+                         datasets={"camera_curve": curve.lut})
+    for w in windows:
+        ds = writer.f[f"blur/{w}"]
+        wts = window_weights(w)
+        ds.attrs.update(exposure_frames=w, frames=len(wts), weights=wts, exposure_s=w / info.fps)
+
+    ring: collections.deque = collections.deque(maxlen=H + look + 1)
+    sharp_s: list[float] = []
+    bright: list[float] = []
+    motion: list[float] = [0.0]
+    cuts: list[int] = [0]
+    last_centre = -10 ** 9
+    ghosted = 0
+    flicker_hz = _flicker_hz(opts)
+    chosen_hz: list[float] = []
+    prev_small = prev_quarter = None
+    scale = None
+
+    def decide(c: int, n_known: int) -> bool:
+        """Is frame c a centre, given statistics of frames 0..n_known-1 (n_known > c + H)?"""
+        if c < H or c - last_centre < stride:
+            return False
+        lo, hi = max(0, c - radius), min(n_known, c + radius + 1)
+        seg = sharp_s[lo:hi]
+        if int(np.argmax(seg)) + lo != c:
+            return False
+        return not any(cuts[c - H + 1:c + H + 1])
+
+    def emit(c: int, first_ring_index: int):
+        nonlocal last_centre, ghosted
+        frames = [ring[t - first_ring_index] for t in range(c - H, c + H + 1)]
+        gains, hz = window_gains(np.asarray(bright[c - H:c + H + 1]), info.fps, flicker_hz)
+        chosen_hz.append(hz)
+        blurs = average_windows(frames, gains, windows, curve)
+        meta = {"meta/sharpness": np.float32(sharp_s[c])}
+        for w in windows:
+            h = half_span(w)
+            mpx = max(motion[c - h + 1:c + h + 1])
+            ghost = mpx > opts.ghost_px
+            ghosted += ghost
+            meta.update({f"meta/{w}/first": np.int64(c - h), f"meta/{w}/last": np.int64(c + h),
+                         f"meta/{w}/gains": gains[H - h:H + h + 1].astype(np.float32),
+                         f"meta/{w}/motion_px": np.float32(mpx), f"meta/{w}/ghosting": bool(ghost)})
+        writer.add(frames[H], {str(w): blurs[w] for w in windows}, center=c, meta=meta)
+        last_centre = c
+
+    n = 0
+    try:
+        for frame in reader:
+            half, quarter, small = sh.grey_pyramid(frame)
+            sharp_s.append(sh.tenengrad(half))
+            bright.append(frame_brightness(small, curve.lut))
+            if prev_small is not None:
+                scale = scale or frame.shape[1] / quarter.shape[1]
+                motion.append(sh.shift_px(prev_quarter, quarter, scale))
+                cuts.append(int(sh.cut_score(prev_small, small) > opts.cut_threshold))
+            prev_small, prev_quarter = small, quarter
+            ring.append(frame)
+            n += 1
+            c = n - 1 - look
+            if c >= 0 and decide(c, n):
+                emit(c, n - len(ring))
+            if progress:
+                progress(n, writer.n)
+            if opts.max_pairs and writer.n >= opts.max_pairs:
+                break
+        else:
+            for c in range(max(0, n - look), n - H):
+                if decide(c, n):
+                    emit(c, n - len(ring))
+        if n < 2 * H + 1 and not reader.error:
+            raise BlurforgeError(f"{clip}: {n} frames decoded, shorter than the largest window "
+                                 f"({max(windows)} frames needs {2 * H + 1})")
+        if writer.n == 0:
+            raise BlurforgeError(f"{clip}: no sharp centre with a complete window found in {n} frames"
+                                 + (f" (stream damaged: {reader.error})" if reader.error else ""))
+        hasher.join()
+        writer.f.attrs.update(source_sha256=hasher.digest, frames_decoded=n,
+                              truncated=bool(reader.error), mains_hz=float(np.median(chosen_hz)) / 2,
+                              stopped_at=n if reader.error else -1)
+        writer.close()
+    except ShardError:
+        writer.abort()
+        raise
+    except OSError as e:
+        writer.abort()
+        raise BlurforgeError(f"cannot write {out_path}: {e.strerror or e}") from None
+    except BaseException:
+        writer.abort()
+        raise
+    if ghosted:
+        warn(f"{clip.name}: {ghosted} window(s) move more than {opts.ghost_px:g} px/frame: "
+             "their blur may show ghost steps (see meta/<W>/ghosting)")
+    summary = {"clip": str(clip), "shard": str(out_path), "status": "ok", "pairs": writer.n,
+               "frames_decoded": n, "windows": windows, "size": [reader.width, reader.height],
+               "fps": info.fps, "ghosting_windows": ghosted,
+               "flicker_hz": float(np.median(chosen_hz)) if chosen_hz else 0.0}
+    if reader.error:
+        summary.update(status="truncated", error=f"stream damaged after frame {n}: {reader.error}; "
+                                                 f"kept {writer.n} pairs decoded before it")
+    return summary

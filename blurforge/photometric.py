@@ -1,0 +1,68 @@
+"""Photometric correction: per-frame gains from mains flicker, estimated in linear light.
+
+At 960 fps, 120 Hz flicker repeats every 8 frames and 100 Hz every 9.6 frames, while scene content
+and exposure drift change the mean brightness far more slowly. So for each window we fit the log
+mean brightness of its frames with a slow quadratic trend plus a sinusoid at the flicker frequency
+and its first harmonic, and take the sinusoid (relative to the centre frame) as the gain. A linear
+exposure drift across a window is symmetric about the centre and cancels in the average, so the
+trend is left to the content. Saturated and near-black pixels do not follow the gain: they are
+left out of the brightness.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SAT_CODE = 245
+DARK_CODE = 8
+
+
+def frame_brightness(small_grey_codes: np.ndarray, lut: np.ndarray) -> float:
+    """Mean linear brightness of the unsaturated, non-black pixels of a small grey frame (codes)."""
+    codes = np.clip(np.rint(small_grey_codes), 0, 255).astype(np.uint8)
+    lin = lut[codes]
+    mask = (codes > DARK_CODE) & (codes < SAT_CODE)
+    if mask.sum() < 16:
+        return float(lin.mean()) + 1e-9
+    return float(lin[mask].mean())
+
+
+def _design(t: np.ndarray, fps: float, flicker_hz: float, harmonics: int = 2) -> tuple[np.ndarray, int]:
+    """Columns: 1, t, t^2 (trend), then cos/sin of each harmonic. Returns (matrix, trend columns)."""
+    tn = t / max(1.0, np.abs(t).max())
+    cols = [np.ones_like(tn), tn, tn * tn]
+    for k in range(1, harmonics + 1):
+        w = 2 * np.pi * k * flicker_hz / fps
+        if k * flicker_hz * 2 > fps:  # above Nyquist: aliases, skip
+            continue
+        cols += [np.cos(w * t), np.sin(w * t)]
+    return np.stack(cols, axis=1), 3
+
+
+def fit_flicker(log_b: np.ndarray, offsets: np.ndarray, fps: float, flicker_hz: float):
+    """Least-squares fit; returns (log flicker component at each offset, residual RMS)."""
+    A, k = _design(offsets.astype(np.float64), fps, flicker_hz)
+    coef, *_ = np.linalg.lstsq(A, log_b, rcond=None)
+    resid = log_b - A @ coef
+    return A[:, k:] @ coef[k:], float(np.sqrt(np.mean(resid ** 2)))
+
+
+def window_gains(brightness: np.ndarray, fps: float, flicker_hz: float | None) -> tuple[np.ndarray, float]:
+    """Gains of a window's frames relative to its centre frame (the middle element).
+
+    ``flicker_hz``: 100 or 120 (twice the mains frequency), ``None`` to try both and keep the better
+    fit, or 0 to disable. Returns (gains, chosen flicker frequency or 0).
+    """
+    n = len(brightness)
+    c = n // 2
+    if not flicker_hz and flicker_hz is not None or n < 9:
+        return np.ones(n), 0.0
+    log_b = np.log(np.maximum(brightness, 1e-9))
+    offsets = np.arange(n) - c
+    candidates = [flicker_hz] if flicker_hz else [120.0, 100.0]
+    best = None
+    for hz in candidates:
+        comp, rms = fit_flicker(log_b, offsets, fps, hz)
+        if best is None or rms < best[1]:
+            best = (comp, rms, hz)
+    comp, _, hz = best
+    return np.exp(comp - comp[c]), float(hz)

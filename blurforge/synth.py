@@ -1,0 +1,186 @@
+"""Synthesise a high-speed test clip with known motion, flicker and exposure drift.
+
+A photo that scikit-image ships (no network) is rendered in linear light through a smooth random
+camera shake (translation, small rotation, zoom), with a textured disc crossing the frame, times a
+per-frame gain (mains flicker x slow exposure drift), then through a gamma-2.2 camera curve to
+8-bit and encoded by imageio-ffmpeg's ffmpeg. The per-frame truth goes to a JSON file beside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import BlurforgeError
+from .video import ffmpeg_exe
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+GAMMA = 2.2
+
+
+@dataclass
+class SynthConfig:
+    fps: float = 960.0
+    frames: int = 480
+    width: int = 640
+    height: int = 360
+    seed: int = 0
+    photo: str = "astronaut"
+    flicker: float = 0.0  # relative amplitude of the mains flicker, e.g. 0.04
+    mains: float = 120.0  # flicker frequency in Hz (twice the mains frequency: 100 or 120)
+    drift: float = 0.02  # relative exposure change from start to end of the clip
+    shake_px: float = 12.0  # amplitude of the camera translation, pixels (at 640 px width)
+    rotation_deg: float = 0.4
+    zoom: float = 0.01
+    motion: bool = True  # False: a static camera and no object (flicker-only clips)
+    cut: int = -1  # frame index at which the scene cuts to another photo (-1: none)
+    crf: int = 10  # x264 quality of the encode
+    level: float = 0.8  # linear exposure of the scene
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A scikit-image sample photo as linear-light float32 RGB."""
+    import skimage.data
+
+    if name not in PHOTOS:
+        raise BlurforgeError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return (img[..., :3].astype(np.float32) / 255.0) ** GAMMA
+
+
+def _smooth_path(rng: np.random.Generator, t: np.ndarray, amp: float, freqs=(1.3, 2.9, 4.7)) -> np.ndarray:
+    """Sum of sinusoids with random phases and frequencies near ``freqs``: a smooth hand-shake path."""
+    out = np.zeros_like(t)
+    for k, f in enumerate(freqs):
+        f = f * rng.uniform(0.8, 1.25)
+        out += amp / (k + 1) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    return out
+
+
+def truth_table(cfg: SynthConfig) -> list[dict]:
+    """Per-frame truth: camera transform, gain (flicker x drift), object position."""
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.frames
+    t = np.arange(n) / cfg.fps
+    k = cfg.width / 640.0
+    on = 1.0 if cfg.motion else 0.0
+    dx = on * _smooth_path(rng, t, cfg.shake_px * k)
+    dy = on * _smooth_path(rng, t, cfg.shake_px * k * 0.7)
+    ang = on * _smooth_path(rng, t, cfg.rotation_deg, freqs=(1.1, 2.3))
+    scale = 1.0 + on * _smooth_path(rng, t, cfg.zoom, freqs=(0.9, 1.9))
+    phase = rng.uniform(0, 2 * np.pi)
+    flick = 1.0 + cfg.flicker * np.sin(2 * np.pi * cfg.mains * t + phase)
+    drift = 1.0 + cfg.drift * (np.arange(n) / max(1, n - 1) - 0.5)
+    r = 0.12 * cfg.height
+    y0 = cfg.height * rng.uniform(0.35, 0.65)
+    x_start, x_end = 0.1 * cfg.width, 0.9 * cfg.width
+    ox = x_start + (x_end - x_start) * np.arange(n) / max(1, n - 1)
+    rows = []
+    for i in range(n):
+        rows.append(dict(index=i, time=float(t[i]), dx=float(dx[i]), dy=float(dy[i]),
+                         angle_deg=float(ang[i]), scale=float(scale[i]), gain=float(flick[i] * drift[i]),
+                         flicker=float(flick[i]), drift=float(drift[i]),
+                         object_x=float(ox[i]) if cfg.motion else None,
+                         object_y=float(y0) if cfg.motion else None, object_radius=float(r)))
+    return rows
+
+
+def camera_matrix(row: dict, canvas_wh: tuple[int, int], frame_wh: tuple[int, int]) -> np.ndarray:
+    """2x3 affine mapping canvas pixel coordinates to frame pixel coordinates for one frame."""
+    cw, ch = canvas_wh
+    fw, fh = frame_wh
+    m = cv2.getRotationMatrix2D((cw / 2.0, ch / 2.0), row["angle_deg"], row["scale"])
+    m[0, 2] += fw / 2.0 - cw / 2.0 + row["dx"]
+    m[1, 2] += fh / 2.0 - ch / 2.0 + row["dy"]
+    return m
+
+
+def _canvas(photo: np.ndarray, cfg: SynthConfig) -> np.ndarray:
+    margin = 1.25 + cfg.zoom * 3
+    need_w, need_h = cfg.width * margin + 4 * cfg.shake_px, cfg.height * margin + 4 * cfg.shake_px
+    s = max(need_w / photo.shape[1], need_h / photo.shape[0])
+    size = (int(np.ceil(photo.shape[1] * s)), int(np.ceil(photo.shape[0] * s)))
+    return cv2.resize(photo, size, interpolation=cv2.INTER_CUBIC)
+
+
+def _object_sprite(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """A textured disc (a patch of another sample photo) and its anti-aliased alpha mask."""
+    tex = load_photo("coffee")
+    d = int(np.ceil(2 * radius)) + 3
+    tex = cv2.resize(tex[60:340, 180:460], (d, d), interpolation=cv2.INTER_AREA)
+    yy, xx = np.mgrid[0:d, 0:d] + 0.5
+    dist = np.hypot(xx - d / 2.0, yy - d / 2.0)
+    alpha = np.clip(radius - dist + 0.5, 0.0, 1.0).astype(np.float32)
+    return tex, alpha
+
+
+def render_frames(cfg: SynthConfig, rows: list[dict]):
+    """Yield uint8 RGB frames (camera-curve encoded), one at a time."""
+    canvases = [_canvas(load_photo(cfg.photo), cfg)]
+    if cfg.cut >= 0:
+        other = next(p for p in PHOTOS if p != cfg.photo)
+        canvases.append(_canvas(load_photo(other), cfg))
+    fw, fh = cfg.width, cfg.height
+    sprite, alpha = _object_sprite(rows[0]["object_radius"]) if cfg.motion else (None, None)
+    for row in rows:
+        canvas = canvases[1 if 0 <= cfg.cut <= row["index"] else 0]
+        m = camera_matrix(row, (canvas.shape[1], canvas.shape[0]), (fw, fh))
+        img = cv2.warpAffine(canvas, m, (fw, fh), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        if sprite is not None:
+            d = sprite.shape[0]
+            tx, ty = row["object_x"] - d / 2.0, row["object_y"] - d / 2.0
+            mo = np.float32([[1, 0, tx], [0, 1, ty]])
+            spr = cv2.warpAffine(sprite, mo, (fw, fh), flags=cv2.INTER_LINEAR)
+            a = cv2.warpAffine(alpha, mo, (fw, fh), flags=cv2.INTER_LINEAR)[..., None]
+            img = img * (1 - a) + spr * a
+        lin = np.clip(img * (cfg.level * row["gain"]), 0.0, 1.0)
+        yield np.rint(255.0 * lin ** (1 / GAMMA)).astype(np.uint8)
+
+
+def synthesize(out: str | os.PathLike, cfg: SynthConfig, progress=None) -> dict:
+    """Render and encode the clip to ``out`` (written atomically) and its truth to ``out``.json."""
+    out = Path(out)
+    if cfg.width % 2 or cfg.height % 2 or cfg.width < 32 or cfg.height < 32:
+        raise BlurforgeError("--size must be even and at least 32x32 (H.264 4:2:0)")
+    if cfg.frames < 2:
+        raise BlurforgeError("--frames must be at least 2")
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    rows = truth_table(cfg)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error", "-f", "rawvideo",
+           "-pix_fmt", "rgb24", "-s", f"{cfg.width}x{cfg.height}", "-r", f"{cfg.fps:g}", "-i", "-",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
+           "-movflags", "+faststart", str(tmp)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for frame in render_frames(cfg, rows):
+            proc.stdin.write(frame.tobytes())
+            if progress:
+                progress(1)
+        proc.stdin.close()
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise BlurforgeError(f"ffmpeg failed to encode {out}: {err.strip().splitlines()[-1:]}")
+    except BaseException:
+        proc.kill()
+        tmp.unlink(missing_ok=True)
+        raise
+    truth = {"config": asdict(cfg), "gamma": GAMMA, "camera_curve": "gamma2.2", "frames": rows}
+    jtmp = out.with_name(f".{out.stem}.json.tmp")
+    jtmp.write_text(json.dumps(truth, indent=1))
+    os.replace(tmp, out)
+    os.replace(jtmp, truth_path(out))
+    return truth
+
+
+def truth_path(clip: str | os.PathLike) -> Path:
+    """``clip.mp4`` -> ``clip.json``: where ``synthesize`` writes the per-frame truth."""
+    return Path(clip).with_suffix(".json")

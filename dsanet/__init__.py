@@ -1,0 +1,1 @@
+"""DSANet: deep supervised attention network for single-image motion deblurring."""

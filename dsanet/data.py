@@ -1,0 +1,443 @@
+"""Datasets over blurforge shards (format: ``data/README.md``) for training and validating DSANet.
+
+Training (:class:`CropDataset`): each item is a random ``crop x crop`` window cut at the same place
+from a blurred image and its sharp target, then flipped / rotated by a random element of the 8
+symmetries of the square. Which blur (``blur/36``, ``blur/73``, ``blur/gopro`` ...) an item uses is
+drawn with configurable per-label weights; where ``blurforge align`` wrote ``aligned/<W>`` that
+image is used instead of ``blur/<W>``, pairs flagged ``align/<W>/ok = False`` are skipped and crops
+stay clear of the invalid border ``align/<W>/margin``.
+
+Determinism: item ``g`` (any non-negative integer) belongs to epoch ``g // len(ds)`` and draws all
+its randomness from ``numpy.random.default_rng([seed, rank, epoch, g % len(ds)])``. The trainer
+asks for items ``step * batch ... step * batch + batch - 1``, so the crops a run sees depend only on
+(seed, rank, step), never on the number of loader workers, and a resumed run sees exactly the crops
+the uninterrupted one would have seen.
+
+Files: only paths travel with a dataset; each process (main or DataLoader worker, forked or spawned)
+opens the shards it needs on first use and keeps at most ``MAX_OPEN`` of them open.
+
+Items are ``(blur, sharp, label_index)`` with uint8 ``[H, W, 3]`` tensors (RGB, the shard's own
+layout). :func:`to_model_input` turns a batch into float ``[B, 3, H, W]`` in [0, 1] on the device;
+because the permute of an NHWC tensor is channels_last, no copy is made for that memory format.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from blurforge.errors import BlurforgeError
+from blurforge.shards import ShardError, open_shard, window_labels
+
+MAX_OPEN = 64
+
+
+class DataError(BlurforgeError):
+    """Training/evaluation data that cannot be used as asked (one-line message)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Label weights
+# ----------------------------------------------------------------------------------------------
+
+def parse_windows(spec: str | None) -> dict[str, float] | None:
+    """``"36,73"`` -> equal weights, ``"36:1,73:2"`` -> weights; ``None``/``""``/``"all"`` -> None (all labels)."""
+    if spec is None:
+        return None
+    spec = str(spec).strip()
+    if spec in ("", "all", "*"):
+        return None
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        label, _, w = part.partition(":")
+        label = label.strip()
+        try:
+            weight = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise DataError(f"--windows: bad weight in {part!r} (use LABEL or LABEL:WEIGHT)") from None
+        if not label or weight < 0 or not np.isfinite(weight):
+            raise DataError(f"--windows: bad entry {part!r} (use LABEL or LABEL:WEIGHT, weight >= 0)")
+        out[label] = weight
+    if not out or sum(out.values()) <= 0:
+        raise DataError(f"--windows {spec!r}: no label with a positive weight")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Index: what can be read from which shard
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ShardInfo:
+    path: str
+    height: int
+    width: int
+    num_pairs: int
+    labels: list[str]
+    source: dict[str, str]          # label -> dataset name ("aligned/73" or "blur/73")
+    fingerprint: str                # name, size, pairs, windows, sharp checksum
+
+
+@dataclasses.dataclass
+class LabelPairs:
+    shard: np.ndarray               # int32 [K] index into ShardIndex.shards
+    pair: np.ndarray                # int32 [K] pair index inside the shard
+    margin: np.ndarray              # int32 [K] invalid border from alignment (0 if none)
+
+
+class ShardIndex:
+    """Scans shards once (in the main process) and records every usable (shard, pair, label).
+
+    ``labels``: restrict to these labels (each must exist in at least one shard), or None for all.
+    ``min_size``: pairs whose valid area (image minus alignment margin) is smaller than this are
+    left out. Raises :class:`DataError` with one line for anything unusable.
+    """
+
+    def __init__(self, paths, labels=None, min_size: int = 0):
+        paths = [str(p) for p in paths]
+        if not paths:
+            raise DataError("no shards given")
+        seen = set()
+        self.shards: list[ShardInfo] = []
+        per_label: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        self.skipped_flagged = 0
+        self.skipped_small = 0
+        for p in paths:
+            key = os.path.realpath(p)
+            if key in seen:
+                continue
+            seen.add(key)
+            info, entries = self._scan(p, min_size)
+            self.shards.append(info)
+            for lab, (pairs, margins) in entries.items():
+                per_label.setdefault(lab, []).append((len(self.shards) - 1, pairs, margins))
+        available = sorted(per_label)
+        if labels is not None:
+            missing = [lab for lab in labels if lab not in per_label]
+            if missing:
+                have = ", ".join(sorted({lab for s in self.shards for lab in s.labels})) or "none"
+                raise DataError(f"window label(s) {', '.join(missing)} not in any shard "
+                                f"(labels present: {have})")
+            available = [lab for lab in labels]
+        self.labels: list[str] = available
+        self.pairs: dict[str, LabelPairs] = {}
+        for lab in self.labels:
+            parts = per_label.get(lab, [])
+            shard = np.concatenate([np.full(len(p), i, np.int32) for i, p, _ in parts]) if parts else \
+                np.zeros(0, np.int32)
+            pair = np.concatenate([p for _, p, _ in parts]).astype(np.int32) if parts else np.zeros(0, np.int32)
+            margin = np.concatenate([m for _, _, m in parts]).astype(np.int32) if parts else \
+                np.zeros(0, np.int32)
+            self.pairs[lab] = LabelPairs(shard, pair, margin)
+        empty = [lab for lab in self.labels if len(self.pairs[lab].pair) == 0]
+        if len(empty) == len(self.labels):
+            why = []
+            if self.skipped_flagged:
+                why.append(f"{self.skipped_flagged} flagged align/<W>/ok = False")
+            if self.skipped_small:
+                why.append(f"{self.skipped_small} smaller than {min_size}px after the alignment margin")
+            raise DataError("no usable pairs in the shards" + (f" ({'; '.join(why)})" if why else ""))
+
+    def _scan(self, path: str, min_size: int):
+        try:
+            f = open_shard(path)
+        except ShardError as e:
+            raise DataError(str(e)) from None
+        try:
+            if not bool(f.attrs.get("complete", False)):
+                raise DataError(f"{path}: shard is incomplete (writer did not finish)")
+            try:
+                h, w = int(f.attrs["height"]), int(f.attrs["width"])
+                n = int(f.attrs.get("num_pairs", f["sharp"].shape[0]))
+                labels = window_labels(f)
+                sharp_sum = str(f["sharp"].attrs.get("sha256", ""))
+            except KeyError as e:
+                raise DataError(f"{path}: missing {e.args[0] if e.args else 'field'}; not a complete shard") \
+                    from None
+            source, entries = {}, {}
+            for lab in labels:
+                name = f"aligned/{lab}" if f"aligned/{lab}" in f else f"blur/{lab}"
+                if name not in f:
+                    raise DataError(f"{path}: window {lab} listed but {name} is missing")
+                source[lab] = name
+                keep = np.ones(n, bool)
+                margins = np.zeros(n, np.int32)
+                if f"align/{lab}/ok" in f:
+                    keep &= np.asarray(f[f"align/{lab}/ok"][:n], bool)
+                if name.startswith("aligned/"):
+                    if f"align/{lab}/margin" in f:
+                        margins = np.asarray(f[f"align/{lab}/margin"][:n], np.int32)
+                flagged = int((~keep).sum())
+                small = keep & ((h - 2 * margins < min_size) | (w - 2 * margins < min_size))
+                keep &= ~small
+                self.skipped_flagged += flagged
+                self.skipped_small += int(small.sum())
+                pairs = np.nonzero(keep)[0].astype(np.int32)
+                entries[lab] = (pairs, margins[pairs])
+            st = os.stat(path)
+            fp = f"{Path(path).name}|{st.st_size}|{n}|{','.join(labels)}|{sharp_sum}"
+            return ShardInfo(str(path), h, w, n, labels, source, fp), entries
+        finally:
+            f.close()
+
+    def fingerprint(self) -> str:
+        """sha256 over each shard's name, size, pair count, labels and sharp-image checksum (sorted)."""
+        h = hashlib.sha256()
+        for fp in sorted(s.fingerprint for s in self.shards):
+            h.update(fp.encode() + b"\n")
+        return h.hexdigest()[:16]
+
+    def num_pairs(self) -> int:
+        """Distinct sharp pairs with at least one usable window (the size of one epoch)."""
+        used = set()
+        for lp in self.pairs.values():
+            used.update(zip(lp.shard.tolist(), lp.pair.tolist()))
+        return len(used)
+
+    def counts(self) -> dict[str, int]:
+        return {lab: int(len(self.pairs[lab].pair)) for lab in self.labels}
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-process lazy file handles
+# ----------------------------------------------------------------------------------------------
+
+class _Handles:
+    """Open shards on demand in the current process; forgets handles inherited through fork."""
+
+    def __init__(self):
+        self.pid = None
+        self.files: OrderedDict[str, tuple] = OrderedDict()
+
+    def dataset(self, path: str, name: str):
+        if self.pid != os.getpid():      # new process (fork): never reuse the parent's HDF5 handles
+            self.files = OrderedDict()
+            self.pid = os.getpid()
+        entry = self.files.get(path)
+        if entry is None:
+            try:
+                f = open_shard(path)
+            except ShardError as e:
+                raise DataError(str(e)) from None
+            entry = (f, {})
+            self.files[path] = entry
+            while len(self.files) > MAX_OPEN:
+                _, (old, _) = self.files.popitem(last=False)
+                try:
+                    old.close()
+                except Exception:
+                    pass
+        else:
+            self.files.move_to_end(path)
+        f, cache = entry
+        ds = cache.get(name)
+        if ds is None:
+            ds = cache[name] = f[name]
+        return ds
+
+    def close(self):
+        if self.pid == os.getpid():
+            for f, _ in self.files.values():
+                try:
+                    f.close()
+                except Exception:
+                    pass
+        self.files = OrderedDict()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training crops
+# ----------------------------------------------------------------------------------------------
+
+def _augment(a: np.ndarray, code: int) -> np.ndarray:
+    """Apply one of the 8 symmetries of the square: code bit 2 = transpose, bit 1 = flip rows,
+    bit 0 = flip columns (on an HWC array)."""
+    if code & 4:
+        a = a.transpose(1, 0, 2)
+    if code & 2:
+        a = a[::-1]
+    if code & 1:
+        a = a[:, ::-1]
+    return a
+
+
+class CropDataset(Dataset):
+    """Random aligned crop pairs; see the module docstring for the determinism contract.
+
+    ``weights``: {label: weight} (labels must be in the index), or None for equal weights over the
+    index's labels. ``epoch_len``: nominal epoch size (default: the number of distinct sharp pairs).
+    """
+
+    def __init__(self, index: ShardIndex, crop: int = 256, weights: dict[str, float] | None = None,
+                 seed: int = 0, rank: int = 0, augment: bool = True, epoch_len: int | None = None):
+        self.index = index
+        self.crop = int(crop)
+        if self.crop < 8:
+            raise DataError(f"crop {crop} is too small")
+        labels = [lab for lab in index.labels if len(index.pairs[lab].pair) > 0]
+        if weights is None:
+            weights = {lab: 1.0 for lab in labels}
+        unknown = [lab for lab in weights if lab not in index.labels]
+        if unknown:
+            raise DataError(f"window label(s) {', '.join(unknown)} not in any shard "
+                            f"(labels present: {', '.join(index.labels)})")
+        self.labels = [lab for lab in labels if weights.get(lab, 0) > 0]
+        if not self.labels:
+            raise DataError("no usable pairs for the selected window labels")
+        w = np.array([weights[lab] for lab in self.labels], np.float64)
+        self.probs = w / w.sum()
+        self.label_ids = [index.labels.index(lab) for lab in self.labels]
+        self.seed, self.rank = int(seed), int(rank)
+        self.augment = bool(augment)
+        self.epoch_len = int(epoch_len or max(1, index.num_pairs()))
+        for lab in self.labels:
+            lp = index.pairs[lab]
+            for s in np.unique(lp.shard):
+                info = index.shards[int(s)]
+                m = int(lp.margin[lp.shard == s].min())
+                if min(info.height, info.width) - 2 * m < self.crop:
+                    raise DataError(f"{info.path}: image {info.width}x{info.height} is smaller than the "
+                                    f"{self.crop}px crop; use a smaller --crop")
+        self._h = _Handles()
+
+    def __len__(self):
+        return self.epoch_len
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_h"] = _Handles()
+        return d
+
+    def sample(self, g: int):
+        """The (label, shard, pair, y, x, symmetry) that item ``g`` reads; pure function of g."""
+        epoch, i = divmod(int(g), self.epoch_len)
+        rng = np.random.default_rng([self.seed, self.rank, epoch, i])
+        li = int(rng.choice(len(self.labels), p=self.probs)) if len(self.labels) > 1 else 0
+        lab = self.labels[li]
+        lp = self.index.pairs[lab]
+        k = int(rng.integers(len(lp.pair)))
+        s, p, m = int(lp.shard[k]), int(lp.pair[k]), int(lp.margin[k])
+        info = self.index.shards[s]
+        c = self.crop
+        y = int(rng.integers(m, info.height - m - c + 1))
+        x = int(rng.integers(m, info.width - m - c + 1))
+        code = int(rng.integers(8)) if self.augment else 0
+        return lab, s, p, y, x, code
+
+    def __getitem__(self, g):
+        lab, s, p, y, x, code = self.sample(g)
+        info = self.index.shards[s]
+        c = self.crop
+        blur = self._h.dataset(info.path, info.source[lab])[p, y:y + c, x:x + c]
+        sharp = self._h.dataset(info.path, "sharp")[p, y:y + c, x:x + c]
+        if code:
+            blur = np.ascontiguousarray(_augment(blur, code))
+            sharp = np.ascontiguousarray(_augment(sharp, code))
+        return torch.from_numpy(blur), torch.from_numpy(sharp), self.index.labels.index(lab)
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Yields the item indices of step ``s`` (``s*batch .. s*batch+batch-1``) for s = start, start+1, ...
+
+    Endless unless ``stop`` is given; a resumed run starts at its saved step.
+    """
+
+    def __init__(self, batch: int, start_step: int = 0, stop_step: int | None = None):
+        self.batch, self.start, self.stop = int(batch), int(start_step), stop_step
+
+    def __iter__(self):
+        s = self.start
+        while self.stop is None or s < self.stop:
+            yield list(range(s * self.batch, (s + 1) * self.batch))
+            s += 1
+
+    def __len__(self):
+        if self.stop is None:
+            raise TypeError("endless sampler")
+        return max(0, self.stop - self.start)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation / evaluation
+# ----------------------------------------------------------------------------------------------
+
+class PairDataset(Dataset):
+    """Every usable (label, shard, pair) in a fixed order: a centre ``crop`` (or the whole image
+    minus the alignment margin when ``crop`` is None/0). ``max_per_label`` keeps an evenly spaced
+    subset. :meth:`part` gives the items of one rank (``items[rank::world]``).
+
+    Items: ``(blur, sharp, label_index, item_index)``.
+    """
+
+    def __init__(self, index: ShardIndex, crop: int | None = None, max_per_label: int | None = None,
+                 labels: list[str] | None = None):
+        self.index = index
+        self.crop = int(crop) if crop else 0
+        self.items: list[tuple[int, int, int, int]] = []   # label idx, shard, pair, margin
+        for li, lab in enumerate(index.labels):
+            if labels is not None and lab not in labels:
+                continue
+            lp = index.pairs[lab]
+            ks = np.arange(len(lp.pair))
+            if max_per_label and len(ks) > max_per_label:
+                ks = np.unique(np.linspace(0, len(ks) - 1, max_per_label).round().astype(int))
+            for k in ks:
+                self.items.append((li, int(lp.shard[k]), int(lp.pair[k]), int(lp.margin[k])))
+        self._h = _Handles()
+
+    def part(self, rank: int, world: int) -> "PairDataset":
+        sub = PairDataset.__new__(PairDataset)
+        sub.index, sub.crop = self.index, self.crop
+        sub.items = self.items[rank::world]
+        sub._h = _Handles()
+        return sub
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_h"] = _Handles()
+        return d
+
+    def region(self, i: int):
+        li, s, p, m = self.items[i]
+        info = self.index.shards[s]
+        h, w = info.height - 2 * m, info.width - 2 * m
+        if self.crop:
+            ch, cw = min(self.crop, h), min(self.crop, w)
+            y0, x0 = m + (h - ch) // 2, m + (w - cw) // 2
+            return y0, x0, ch, cw
+        return m, m, h, w
+
+    def __getitem__(self, i):
+        li, s, p, _ = self.items[i]
+        info = self.index.shards[s]
+        lab = self.index.labels[li]
+        y0, x0, h, w = self.region(i)
+        blur = self._h.dataset(info.path, info.source[lab])[p, y0:y0 + h, x0:x0 + w]
+        sharp = self._h.dataset(info.path, "sharp")[p, y0:y0 + h, x0:x0 + w]
+        return torch.from_numpy(blur), torch.from_numpy(sharp), li, i
+
+    def describe(self, i: int) -> str:
+        li, s, p, _ = self.items[i]
+        return f"{Path(self.index.shards[s].path).name}#{p}/{self.index.labels[li]}"
+
+
+def to_model_input(x: torch.Tensor, device=None, channels_last: bool = True) -> torch.Tensor:
+    """uint8 ``[B,H,W,3]`` (or ``[H,W,3]``) -> float ``[B,3,H,W]`` in [0, 1] on ``device``."""
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if not channels_last:
+        x = x.contiguous()
+    return x
