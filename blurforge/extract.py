@@ -146,79 +146,71 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         wts = window_weights(w)
         ds.attrs.update(exposure_frames=w, frames=len(wts), weights=wts, exposure_s=w / info.fps)
 
-    ring: collections.deque = collections.deque(maxlen=H + look + 1)
-    sharp_s: list[float] = []
+    picker = sh.CentrePicker(H, opts.min_distance)
+    ring: collections.deque = collections.deque(maxlen=H + picker.lookahead + 1)
     bright: list[float] = []
     motion: list[float] = [0.0]
-    cuts: list[int] = [0]
-    last_centre = -10 ** 9
     ghosted = 0
     flicker_hz = _flicker_hz(opts)
     chosen_hz: list[float] = []
+    swings: list[float] = []
     prev_small = prev_quarter = None
     scale = None
 
-    def decide(c: int, n_known: int) -> bool:
-        """Is frame c a centre, given statistics of frames 0..n_known-1 (n_known > c + H)?"""
-        if c < H or c - last_centre < stride:
-            return False
-        lo, hi = max(0, c - radius), min(n_known, c + radius + 1)
-        seg = sharp_s[lo:hi]
-        if int(np.argmax(seg)) + lo != c:
-            return False
-        return not any(cuts[c - H + 1:c + H + 1])
-
     def emit(c: int, first_ring_index: int):
-        nonlocal last_centre, ghosted
+        nonlocal ghosted
         frames = [ring[t - first_ring_index] for t in range(c - H, c + H + 1)]
         gains, hz = window_gains(np.asarray(bright[c - H:c + H + 1]), info.fps, flicker_hz)
         chosen_hz.append(hz)
+        swings.append(float(np.ptp(gains)) / 2)
         blurs = average_windows(frames, gains, windows, curve)
-        meta = {"meta/sharpness": np.float32(sharp_s[c])}
+        meta = {"meta/sharpness": np.float32(picker.scores[c])}
         for w in windows:
             h = half_span(w)
-            mpx = max(motion[c - h + 1:c + h + 1])
+            steps = np.asarray(motion[c - h:c + h + 2])
+            mpx = float(np.max(np.median(np.stack([steps[:-2], steps[1:-1], steps[2:]]), axis=0)))
             ghost = mpx > opts.ghost_px
             ghosted += ghost
             meta.update({f"meta/{w}/first": np.int64(c - h), f"meta/{w}/last": np.int64(c + h),
                          f"meta/{w}/gains": gains[H - h:H + h + 1].astype(np.float32),
                          f"meta/{w}/motion_px": np.float32(mpx), f"meta/{w}/ghosting": bool(ghost)})
         writer.add(frames[H], {str(w): blurs[w] for w in windows}, center=c, meta=meta)
-        last_centre = c
 
     n = 0
     try:
         for frame in reader:
             half, quarter, small = sh.grey_pyramid(frame)
-            sharp_s.append(sh.tenengrad(half))
             bright.append(frame_brightness(small, curve.lut))
+            cut = False
             if prev_small is not None:
                 scale = scale or frame.shape[1] / quarter.shape[1]
                 motion.append(sh.shift_px(prev_quarter, quarter, scale))
-                cuts.append(int(sh.cut_score(prev_small, small) > opts.cut_threshold))
+                cut = sh.cut_score(prev_small, small) > opts.cut_threshold
             prev_small, prev_quarter = small, quarter
             ring.append(frame)
             n += 1
-            c = n - 1 - look
-            if c >= 0 and decide(c, n):
+            for c in picker.push(sh.tenengrad(half), cut):
                 emit(c, n - len(ring))
             if progress:
                 progress(n, writer.n)
             if opts.max_pairs and writer.n >= opts.max_pairs:
                 break
         else:
-            for c in range(max(0, n - look), n - H):
-                if decide(c, n):
-                    emit(c, n - len(ring))
+            for c in picker.finish():
+                emit(c, n - len(ring))
         if n < 2 * H + 1 and not reader.error:
             raise BlurforgeError(f"{clip}: {n} frames decoded, shorter than the largest window "
                                  f"({max(windows)} frames needs {2 * H + 1})")
         if writer.n == 0:
             raise BlurforgeError(f"{clip}: no sharp centre with a complete window found in {n} frames"
                                  + (f" (stream damaged: {reader.error})" if reader.error else ""))
+        missing = info.frames - n  # the header's duration is rounded: allow 10 ms and 2% of slack
+        if not reader.error and not opts.max_pairs and missing > max(0.02 * info.frames, 0.01 * info.fps) + 2:
+            reader.error = f"the stream ended at frame {n} of the {info.frames} its header announces"
         hasher.join()
+        flicker_mode = max(set(chosen_hz), key=chosen_hz.count)
         writer.f.attrs.update(source_sha256=hasher.digest, frames_decoded=n,
-                              truncated=bool(reader.error), mains_hz=float(np.median(chosen_hz)) / 2,
+                              truncated=bool(reader.error), mains_hz=flicker_mode / 2,
                               stopped_at=n if reader.error else -1)
         writer.close()
     except ShardError:
@@ -236,7 +228,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     summary = {"clip": str(clip), "shard": str(out_path), "status": "ok", "pairs": writer.n,
                "frames_decoded": n, "windows": windows, "size": [reader.width, reader.height],
                "fps": info.fps, "ghosting_windows": ghosted,
-               "flicker_hz": float(np.median(chosen_hz)) if chosen_hz else 0.0}
+               "flicker_hz": flicker_mode, "flicker_amplitude": float(np.median(swings))}
     if reader.error:
         summary.update(status="truncated", error=f"stream damaged after frame {n}: {reader.error}; "
                                                  f"kept {writer.n} pairs decoded before it")

@@ -39,15 +39,16 @@ def _design(t: np.ndarray, fps: float, flicker_hz: float, harmonics: int = 2) ->
 
 
 def fit_flicker(log_b: np.ndarray, offsets: np.ndarray, fps: float, flicker_hz: float):
-    """Least-squares fit; returns (log flicker component at each offset, residual RMS)."""
+    """Least-squares fit; returns (log flicker component, residuals, residual RMS)."""
     A, k = _design(offsets.astype(np.float64), fps, flicker_hz)
     coef, *_ = np.linalg.lstsq(A, log_b, rcond=None)
     resid = log_b - A @ coef
-    return A[:, k:] @ coef[k:], float(np.sqrt(np.mean(resid ** 2)))
+    return A[:, k:] @ coef[k:], resid, float(np.sqrt(np.mean(resid ** 2)))
 
 
 def window_gains(brightness: np.ndarray, fps: float, flicker_hz: float | None) -> tuple[np.ndarray, float]:
-    """Gains of a window's frames relative to its centre frame (the middle element).
+    """Gains of a window's frames relative to its centre frame (the middle element, whose measured
+    brightness, not only its fitted flicker, defines gain 1).
 
     ``flicker_hz``: 100 or 120 (twice the mains frequency), ``None`` to try both and keep the better
     fit, or 0 to disable. Returns (gains, chosen flicker frequency or 0).
@@ -61,8 +62,10 @@ def window_gains(brightness: np.ndarray, fps: float, flicker_hz: float | None) -
     candidates = [flicker_hz] if flicker_hz else [120.0, 100.0]
     best = None
     for hz in candidates:
-        comp, rms = fit_flicker(log_b, offsets, fps, hz)
-        if best is None or rms < best[1]:
-            best = (comp, rms, hz)
-    comp, _, hz = best
-    return np.exp(comp - comp[c]), float(hz)
+        comp, resid, rms = fit_flicker(log_b, offsets, fps, hz)
+        if best is None or rms < best[2]:
+            best = (comp, resid, rms, hz)
+    comp, resid, _, hz = best
+    # The sharp target is the centre frame as decoded: its own departure from the fitted model
+    # (codec noise on that one frame) is part of its gain, so the blur matches it in brightness.
+    return np.exp(comp - comp[c] - resid[c]), float(hz)

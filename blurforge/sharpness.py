@@ -14,10 +14,10 @@ def _halve(img: np.ndarray) -> np.ndarray:
 
 
 def grey_pyramid(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-size grey uint8 (sharpness), quarter-size float32 (motion), eighth-size float32
-    (brightness, cuts) of an RGB frame."""
+    """Half-size grey uint8 (sharpness), quarter-size float32 (motion; half size for frames under
+    640 px wide), and half of that again float32 (brightness, cuts) of an RGB frame."""
     half = _halve(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-    quarter = _halve(half)
+    quarter = _halve(half) if half.shape[1] >= 320 else half
     return half, quarter.astype(np.float32), _halve(quarter).astype(np.float32)
 
 
@@ -54,30 +54,65 @@ def shift_px(prev_small: np.ndarray, small: np.ndarray, scale: float) -> float:
     return float(np.hypot(dx, dy) * scale)
 
 
-def is_local_max(scores: np.ndarray, i: int, radius: int) -> bool:
-    """True when ``scores[i]`` is the maximum of ``scores[i-radius : i+radius+1]`` (first wins ties)."""
-    lo, hi = max(0, i - radius), min(len(scores), i + radius + 1)
-    seg = scores[lo:hi]
-    return int(np.argmax(seg)) + lo == i
+class CentrePicker:
+    """Chooses sharp centre frames while frames stream in; ``push`` returns the centres it decided.
 
-
-def choose_centres(scores: np.ndarray, half_span: int, stride: int, cuts: np.ndarray | None = None,
-                   n_frames: int | None = None) -> list[int]:
-    """Sharp centre frames: local sharpness maxima (radius ``stride//2``) whose window
-    ``[c-half_span, c+half_span]`` lies inside the clip and crosses no cut, taken greedily in time
-    at least ``stride`` frames apart. ``cuts[t]`` marks a cut between frames t-1 and t.
-
-    This is the offline form of what ``extract`` does while streaming; both give the same centres.
+    A frame is *eligible* when it is a local sharpness maximum (radius ``stride // 8``), its window
+    ``[c-h, c+h]`` lies inside the clip and no cut falls inside it. Scanning forward, at the first
+    eligible frame ``c0`` at least ``stride`` after the last centre, the sharpest eligible frame in
+    ``[c0, c0 + stride // 4]`` is taken. A decision is made only once every frame it depends on has
+    been seen, so streaming and offline (``choose_centres``) give the same centres; ``lookahead``
+    frames past a centre are needed before it is returned.
     """
-    n = len(scores) if n_frames is None else n_frames
-    cut_idx = np.flatnonzero(cuts) if cuts is not None else np.array([], int)
+
+    def __init__(self, half_span: int, stride: int):
+        self.h, self.stride = half_span, max(1, stride)
+        self.radius = max(1, self.stride // 8)
+        self.slack = self.stride // 4
+        self.lookahead = self.slack + max(self.radius, self.h)
+        self.scores: list[float] = []
+        self.cuts: list[bool] = []
+        self.last = -(10 ** 9)
+        self.next_check = self.h
+
+    def _eligible(self, c: int, n: int) -> bool:
+        if c < self.h or c + self.h >= n:
+            return False
+        lo, hi = max(0, c - self.radius), min(n, c + self.radius + 1)
+        if int(np.argmax(self.scores[lo:hi])) + lo != c:
+            return False
+        return not any(self.cuts[c - self.h + 1:c + self.h + 1])
+
+    def push(self, score: float, cut: bool = False) -> list[int]:
+        """Add the next frame's sharpness and whether a cut precedes it."""
+        self.scores.append(float(score))
+        self.cuts.append(bool(cut))
+        return self._advance(final=False)
+
+    def finish(self) -> list[int]:
+        """The clip ended: decide what is left with the frames seen."""
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> list[int]:
+        n, out = len(self.scores), []
+        while True:
+            c0 = max(self.next_check, self.last + self.stride)
+            if c0 + self.h >= n or (not final and n <= c0 + self.lookahead):
+                return out
+            if not self._eligible(c0, n):
+                self.next_check = c0 + 1
+                continue
+            span = [c for c in range(c0, min(c0 + self.slack, n - 1 - self.h) + 1) if self._eligible(c, n)]
+            best = max(span, key=lambda c: self.scores[c])
+            out.append(best)
+            self.last = best
+            self.next_check = best + self.stride
+
+
+def choose_centres(scores, half_span: int, stride: int, cuts=None) -> list[int]:
+    """Offline form of ``CentrePicker``: ``cuts[t]`` marks a cut between frames t-1 and t."""
+    picker = CentrePicker(half_span, stride)
     out: list[int] = []
-    for c in range(half_span, n - half_span):
-        if out and c - out[-1] < stride:
-            continue
-        if not is_local_max(scores, c, max(1, stride // 2)):
-            continue
-        if np.any((cut_idx > c - half_span) & (cut_idx <= c + half_span)):
-            continue
-        out.append(c)
-    return out
+    for t, s in enumerate(scores):
+        out += picker.push(s, bool(cuts[t]) if cuts is not None else False)
+    return out + picker.finish()

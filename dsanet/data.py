@@ -28,6 +28,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -258,16 +259,44 @@ class _Handles:
 # Training crops
 # ----------------------------------------------------------------------------------------------
 
-def _augment(a: np.ndarray, code: int) -> np.ndarray:
-    """Apply one of the 8 symmetries of the square: code bit 2 = transpose, bit 1 = flip rows,
-    bit 0 = flip columns (on an HWC array)."""
+def _augment(a: np.ndarray, code: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Apply one of the 8 symmetries of the square to an HWC uint8 array: code bit 2 = transpose,
+    bit 1 = flip rows (upside down), bit 0 = flip columns (mirror). Writes into ``dst`` if given."""
     if code & 4:
-        a = a.transpose(1, 0, 2)
-    if code & 2:
-        a = a[::-1]
-    if code & 1:
-        a = a[:, ::-1]
+        a = cv2.transpose(a) if a.shape[2] in (1, 3, 4) else np.ascontiguousarray(a.transpose(1, 0, 2))
+    flip = code & 3
+    if flip:
+        fc = {1: 1, 2: 0, 3: -1}[flip]
+        if dst is None:
+            return cv2.flip(a, fc)
+        r = cv2.flip(a, fc, dst=dst)
+        if not np.shares_memory(r, dst):  # pragma: no cover - OpenCV reallocated
+            np.copyto(dst, r)
+        return dst
+    if dst is not None:
+        np.copyto(dst, a)
+        return dst
     return a
+
+
+def _shared_uint8(shape) -> torch.Tensor:
+    """uint8 tensor; inside a DataLoader worker it lives in shared memory (no copy when sent)."""
+    if torch.utils.data.get_worker_info() is not None:
+        n = int(np.prod(shape))
+        try:
+            storage = torch.UntypedStorage._new_shared(n)
+            return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+        except Exception:  # pragma: no cover - private API changed
+            pass
+    return torch.empty(shape, dtype=torch.uint8)
+
+
+def collate(batch):
+    """DataLoader collate_fn for :class:`CropDataset` (which returns whole batches itself)."""
+    if isinstance(batch, tuple) and len(batch) == 3 and isinstance(batch[0], torch.Tensor) \
+            and batch[0].dim() == 4:
+        return batch
+    return torch.utils.data.default_collate(batch)
 
 
 class CropDataset(Dataset):
@@ -295,6 +324,8 @@ class CropDataset(Dataset):
             raise DataError("no usable pairs for the selected window labels")
         w = np.array([weights[lab] for lab in self.labels], np.float64)
         self.probs = w / w.sum()
+        self._cum = np.cumsum(self.probs)
+        self._label_index = {lab: index.labels.index(lab) for lab in index.labels}
         self.label_ids = [index.labels.index(lab) for lab in self.labels]
         self.seed, self.rank = int(seed), int(rank)
         self.augment = bool(augment)
@@ -320,29 +351,51 @@ class CropDataset(Dataset):
     def sample(self, g: int):
         """The (label, shard, pair, y, x, symmetry) that item ``g`` reads; pure function of g."""
         epoch, i = divmod(int(g), self.epoch_len)
-        rng = np.random.default_rng([self.seed, self.rank, epoch, i])
-        li = int(rng.choice(len(self.labels), p=self.probs)) if len(self.labels) > 1 else 0
+        u = np.random.default_rng([self.seed, self.rank, epoch, i]).random(5)
+        li = min(int(np.searchsorted(self._cum, u[0], side="right")), len(self.labels) - 1)
         lab = self.labels[li]
         lp = self.index.pairs[lab]
-        k = int(rng.integers(len(lp.pair)))
+        k = min(int(u[1] * len(lp.pair)), len(lp.pair) - 1)
         s, p, m = int(lp.shard[k]), int(lp.pair[k]), int(lp.margin[k])
         info = self.index.shards[s]
         c = self.crop
-        y = int(rng.integers(m, info.height - m - c + 1))
-        x = int(rng.integers(m, info.width - m - c + 1))
-        code = int(rng.integers(8)) if self.augment else 0
+        ny, nx = info.height - 2 * m - c + 1, info.width - 2 * m - c + 1
+        y = m + min(int(u[2] * ny), ny - 1)
+        x = m + min(int(u[3] * nx), nx - 1)
+        code = min(int(u[4] * 8), 7) if self.augment else 0
         return lab, s, p, y, x, code
 
-    def __getitem__(self, g):
+    def _read(self, g, blur_dst=None, sharp_dst=None):
         lab, s, p, y, x, code = self.sample(g)
         info = self.index.shards[s]
         c = self.crop
         blur = self._h.dataset(info.path, info.source[lab])[p, y:y + c, x:x + c]
         sharp = self._h.dataset(info.path, "sharp")[p, y:y + c, x:x + c]
-        if code:
-            blur = np.ascontiguousarray(_augment(blur, code))
-            sharp = np.ascontiguousarray(_augment(sharp, code))
-        return torch.from_numpy(blur), torch.from_numpy(sharp), self.index.labels.index(lab)
+        blur = _augment(blur, code, blur_dst)
+        sharp = _augment(sharp, code, sharp_dst)
+        return blur, sharp, self._label_index[lab]
+
+    def __getitem__(self, g):
+        blur, sharp, li = self._read(g)
+        return torch.from_numpy(np.ascontiguousarray(blur)), torch.from_numpy(np.ascontiguousarray(sharp)), li
+
+    def __getitems__(self, gs):
+        """A whole batch at once, written straight into (shared-memory) batch tensors."""
+        n, c = len(gs), self.crop
+        blur, sharp = _shared_uint8((n, c, c, 3)), _shared_uint8((n, c, c, 3))
+        bn, sn = blur.numpy(), sharp.numpy()
+        labels = torch.empty(n, dtype=torch.int64)
+        for k, g in enumerate(gs):
+            _, _, labels[k] = self._read(g, bn[k], sn[k])
+        return blur, sharp, labels
+
+
+def make_loader(ds: "CropDataset", batch: int, start_step: int = 0, workers: int = 0,
+                stop_step: int | None = None, pin_memory: bool = False):
+    """DataLoader yielding ``(blur, sharp, label)`` batches for steps start_step, start_step+1, ..."""
+    return torch.utils.data.DataLoader(
+        ds, batch_sampler=StepBatchSampler(batch, start_step, stop_step), num_workers=workers,
+        collate_fn=collate, pin_memory=pin_memory, prefetch_factor=4 if workers > 0 else None)
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

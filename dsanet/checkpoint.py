@@ -1,0 +1,335 @@
+"""Checkpoints and exported weights: atomic writes, clear one-line errors, loading for inference.
+
+A training checkpoint (``runs/NAME/last.pt``, ``best.pt``) is a ``torch.save`` dict::
+
+    format="dsanet-checkpoint", version=1, step, model (state_dict), optimizer, scheduler,
+    scaler (fp16 GradScaler or None), rng (per rank: python, numpy, torch, cuda), config
+    (the full training config; config["model"] is the DSANetConfig as a dict),
+    shards_fingerprint, best_psnr, world_size, torch_version, created
+
+It loads with ``torch.load(..., weights_only=True)``: nothing in it runs code when read.
+
+Every file is written as ``.NAME.tmp-PID`` in the same folder, flushed, fsync'ed and renamed over
+the target (``os.replace``), then the folder is fsync'ed: a crash or kill at any moment leaves
+either the old or the new file, never a torn one. Before ``last.pt`` is replaced, the current one
+is hard-linked (copied where links are impossible) to ``last.prev.pt``, so one older good
+checkpoint always exists; :func:`load_resume` falls back to it when ``last.pt`` is unreadable.
+
+Exported weights (for ``dsanet-deblur``/``dsanet-eval``): ``model.safetensors`` (the state_dict)
+and ``config.json`` beside it (``{"format": "dsanet-weights", "model": {...DSANetConfig...}, ...}``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from blurforge.errors import BlurforgeError
+
+FORMAT = "dsanet-checkpoint"
+VERSION = 1
+WEIGHTS_FORMAT = "dsanet-weights"
+
+
+class CheckpointError(BlurforgeError):
+    """A checkpoint or weights file that cannot be used (one-line message)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI plumbing shared by dsanet-train / dsanet-deblur / dsanet-eval
+# ----------------------------------------------------------------------------------------------
+
+def friendly(fn):
+    """Turn user-facing failures into one line on stderr and exit status 1 (no traceback)."""
+    import click
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BlurforgeError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except torch.OutOfMemoryError:
+            raise click.ClickException("out of GPU memory: lower --batch / --crop, or use --tile "
+                                       "for inference") from None
+        except OSError as e:
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"{e.strerror or e}{where}") from None
+    return wrapper
+
+
+def spread_multi(args: list[str], names) -> list[str]:
+    """Let ``--shards a.h5 b.h5 c.h5`` (what a shell glob expands to) mean three ``--shards``.
+
+    Tokens that follow one of ``names`` and do not start with ``-`` are given that flag again.
+    """
+    out, cur, have = [], None, False
+    for a in args:
+        if cur is not None and not a.startswith("-"):
+            out += [cur, a] if have else [a]
+            have = True
+            continue
+        cur = None
+        if a in names:
+            cur, have = a, False
+        elif any(a.startswith(n + "=") for n in names):
+            cur, have = a.split("=", 1)[0], True
+        out.append(a)
+    return out
+
+
+def greedy_command(names):
+    """A click.Command class whose options ``names`` take every following non-flag token."""
+    import click
+
+    class _Greedy(click.Command):
+        def parse_args(self, ctx, args):
+            return super().parse_args(ctx, spread_multi(list(args), tuple(names)))
+
+    return _Greedy
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic writing
+# ----------------------------------------------------------------------------------------------
+
+def _fsync_dir(folder: Path):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write_fn):
+    """Write ``path`` atomically: ``write_fn(fileobj)`` fills a temp file that replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write_fn(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_save(obj, path):
+    """``torch.save`` to ``path`` atomically."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def _keep_previous(path: Path, prev: Path):
+    """Make ``prev`` a copy of the current ``path`` (hard link where possible), atomically."""
+    if not path.exists():
+        return
+    tmp = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.replace(tmp, prev)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict, path, keep_prev: bool = True) -> Path:
+    """Write a training checkpoint; for ``last.pt`` the current file becomes ``last.prev.pt`` first."""
+    path = Path(path)
+    state = dict(state)
+    state.setdefault("format", FORMAT)
+    state.setdefault("version", VERSION)
+    state.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    state.setdefault("torch_version", torch.__version__)
+    if keep_prev:
+        _keep_previous(path, prev_path(path))
+    return atomic_save(state, path)
+
+
+def prev_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG state (restorable under weights_only loading: plain ints, lists and tensors only)
+# ----------------------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"name": np_state[0], "key": torch.from_numpy(np.asarray(np_state[1], np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict):
+    if not state:
+        return
+    py = state.get("python")
+    if py is not None:
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state.get("numpy")
+    if npst is not None:
+        np.random.set_state((npst["name"], npst["key"].numpy().astype(np.uint32), npst["pos"],
+                             npst["has_gauss"], npst["cached"]))
+    if state.get("torch") is not None:
+        torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([c.cpu() for c in cuda])
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    msg = msg[0] if msg else type(e).__name__
+    return msg[:160]
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read and sanity-check a training checkpoint; CheckpointError (one line) if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torn zip, pickle error, wrong file type...
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {_short(e)})") \
+            from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dsanet training checkpoint")
+    if int(state.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state.get('version')} is newer than this tool")
+    for key in ("model", "step", "config"):
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    return state
+
+
+def load_resume(out_dir, check=None, log=print):
+    """Load ``last.pt`` from ``out_dir`` or, if it is unusable, ``last.prev.pt``.
+
+    ``check(state, path)`` may raise CheckpointError for a mismatched checkpoint. Returns
+    ``(state, path)``; raises CheckpointError naming every reason when neither works.
+    """
+    out_dir = Path(out_dir)
+    last = out_dir / "last.pt"
+    reasons = []
+    for cand in (last, prev_path(last)):
+        if not cand.exists():
+            reasons.append(f"{cand}: missing")
+            continue
+        try:
+            state = load_checkpoint(cand)
+            if check is not None:
+                check(state, cand)
+        except CheckpointError as e:
+            reasons.append(str(e))
+            if cand == last:
+                log(f"warning: {e}; trying {prev_path(last).name}")
+            continue
+        return state, cand
+    raise CheckpointError("cannot resume: " + "; ".join(reasons))
+
+
+# ----------------------------------------------------------------------------------------------
+# Exported weights and model loading for inference
+# ----------------------------------------------------------------------------------------------
+
+def export_weights(state_dict: dict, model_config: dict, out_dir, extra: dict | None = None):
+    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` (both atomically)."""
+    from safetensors.torch import save as st_save
+
+    out_dir = Path(out_dir)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    blob = st_save(tensors, metadata={"format": WEIGHTS_FORMAT})
+    atomic_write(out_dir / "model.safetensors", lambda fh: fh.write(blob))
+    cfg = {"format": WEIGHTS_FORMAT, "model": model_config, **(extra or {})}
+    text = json.dumps(cfg, indent=2, sort_keys=False) + "\n"
+    atomic_write(out_dir / "config.json", lambda fh: fh.write(text.encode()))
+    return out_dir / "model.safetensors", out_dir / "config.json"
+
+
+def load_weights(path) -> tuple[dict, dict, dict]:
+    """``(state_dict, model_config, info)`` from a training ``.pt`` checkpoint, or from a
+    ``.safetensors`` file with ``config.json`` beside it (or a folder holding both)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        cfg_path = path.with_name("config.json")
+        if not cfg_path.exists():
+            raise CheckpointError(f"{path}: config.json is missing beside it (it holds the model config)")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path}: not readable JSON ({_short(e)})") from None
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+            raise CheckpointError(f"{cfg_path}: no 'model' section (not a dsanet config.json)")
+        try:
+            sd = load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_short(e)})") from None
+        return sd, cfg["model"], {"source": str(path), **{k: v for k, v in cfg.items() if k != "model"}}
+    state = load_checkpoint(path)
+    model_cfg = state["config"].get("model") if isinstance(state["config"], dict) else None
+    if not isinstance(model_cfg, dict):
+        raise CheckpointError(f"{path}: checkpoint has no model config")
+    return state["model"], model_cfg, {"source": str(path), "step": int(state["step"])}
+
+
+def build_model(path, device="cpu"):
+    """Instantiate DSANet from a checkpoint or exported weights; clear error on any mismatch."""
+    from dsanet.model import DSANet, DSANetConfig
+
+    sd, model_cfg, info = load_weights(path)
+    try:
+        cfg = DSANetConfig(**model_cfg)
+    except TypeError as e:
+        raise CheckpointError(f"{path}: model config does not fit this DSANet ({_short(e)})") from None
+    net = DSANet(cfg)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        raise CheckpointError(f"{path}: weights do not match the model config "
+                              f"({(lines[1] if len(lines) > 1 else lines[0]).strip()[:160]})") from None
+    net.eval().to(device)
+    return net, cfg, info

@@ -1,0 +1,47 @@
+"""Shared fixtures: small synthetic clips from `blurforge synth`, made once per session."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from blurforge.synth import SynthConfig, synthesize, truth_path
+from blurforge.video import ffmpeg_exe, iter_frames
+
+
+def make_clip(path, **kw):
+    cfg = SynthConfig(**{"width": 320, "height": 180, "frames": 320, **kw})
+    synthesize(path, cfg)
+    return path
+
+
+def load_truth(clip):
+    return json.loads(truth_path(clip).read_text())
+
+
+def decode_all(clip):
+    return [f.copy() for f in iter_frames(clip)]
+
+
+def transcode(src, dst, *args):
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def flicker_clip(tmp_path_factory):
+    """Camera shake + moving object + 4% 120 Hz flicker + exposure drift."""
+    return make_clip(tmp_path_factory.mktemp("clips") / "flicker.mp4", flicker=0.04, seed=3)
+
+
+@pytest.fixture(scope="session")
+def static_flicker_clip(tmp_path_factory):
+    """No motion at all, 4% 120 Hz flicker and drift: blur and sharp must agree in brightness."""
+    return make_clip(tmp_path_factory.mktemp("clips") / "static.mp4", flicker=0.04, motion=False, seed=4)
+
+
+def psnr(a, b):
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
