@@ -1,0 +1,85 @@
+"""Extract throughput and peak memory at 1080p, against ffmpeg's own decode in the same run.
+
+Prints JSON: frames/s of `extract` (windows 36 and 73 in one pass) and of `ffmpeg -i clip -f null -`
+on the same clip (the decode ceiling), their ratio, and the peak RSS of extract on a clip and on one
+three times longer (memory must not grow with clip length).
+
+    python bench/extract.py [--size 1920x1080] [--frames 480] [--repeats 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from blurforge.synth import SynthConfig, synthesize  # noqa: E402
+from blurforge.video import ffmpeg_exe  # noqa: E402
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from blurforge.extract import ExtractOptions, extract_clip
+t = time.perf_counter()
+s = extract_clip(sys.argv[1], ExtractOptions(windows=[36, 73], out=Path(sys.argv[2]), overwrite=True))
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pairs"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_extract(clip: Path, out: Path) -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def ffmpeg_null_fps(clip: Path, frames: int) -> float:
+    t = time.perf_counter()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip), "-f", "null", "-"], check=True)
+    return frames / (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--frames", type=int, default=480)
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        clip, long = d / "clip.mp4", d / "long.mp4"
+        t = time.perf_counter()
+        synthesize(clip, SynthConfig(width=w, height=h, frames=args.frames, flicker=0.04, seed=1))
+        synthesize(long, SynthConfig(width=w, height=h, frames=3 * args.frames, flicker=0.04, seed=1))
+        synth_s = time.perf_counter() - t
+        ceilings, runs = [], []
+        for _ in range(args.repeats):
+            ceilings.append(ffmpeg_null_fps(clip, args.frames))
+            runs.append(run_extract(clip, d / "out"))
+        ceiling = sorted(ceilings)[len(ceilings) // 2]
+        r = sorted(runs, key=lambda x: x["seconds"])[len(runs) // 2]
+        fps = r["frames"] / r["seconds"]
+        long_run = run_extract(long, d / "out_long")
+        print(json.dumps({
+            "size": args.size, "frames": args.frames, "windows": [36, 73], "cpus": os.cpu_count(),
+            "bitrate_mbps": round(clip.stat().st_size * 8 / (args.frames / 960) / 1e6, 1),
+            "extract_fps": round(fps, 1), "ffmpeg_null_fps": round(ceiling, 1),
+            "ratio_vs_ffmpeg_null": round(fps / ceiling, 3), "pairs": r["pairs"],
+            "peak_rss_mb": round(r["peak_rss_mb"], 1),
+            "peak_rss_mb_3x_longer": round(long_run["peak_rss_mb"], 1),
+            "rss_ratio_3x_vs_1x": round(long_run["peak_rss_mb"] / r["peak_rss_mb"], 3),
+            "extract_fps_3x_longer": round(long_run["frames"] / long_run["seconds"], 1),
+            "synth_seconds": round(synth_s, 1),
+        }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from blurforge.cli import main
+from blurforge.curves import load_curve
+from blurforge.synth import SynthConfig, camera_matrix, truth_table
+from blurforge.video import probe
+
+from conftest import decode_all, make_clip
+
+
+def test_synth_clip_and_truth(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=64, flicker=0.04)
+    info = probe(clip)
+    assert (info.width, info.height, info.fps, info.codec, info.pix_fmt) == (320, 180, 960.0, "h264", "yuv420p")
+    frames = decode_all(clip)
+    assert len(frames) == 64
+    truth = json.loads((tmp_path / "c.json").read_text())
+    rows = truth["frames"]
+    assert len(rows) == 64 and truth["camera_curve"] == "gamma2.2"
+    g = np.array([r["flicker"] for r in rows])
+    assert 0.07 < np.ptp(g) < 0.081  # 4% amplitude at 120 Hz: period of 8 frames
+    assert np.allclose(g[:-8], g[8:], atol=1e-9)
+    speed = np.hypot(np.diff([r["dx"] for r in rows]), np.diff([r["dy"] for r in rows]))
+    assert 0.02 < speed.mean() < 1.0
+
+
+def test_camera_matrix_is_the_known_affine():
+    row = dict(angle_deg=0.0, scale=1.0, dx=3.0, dy=-2.0)
+    m = camera_matrix(row, (100, 80), (60, 40))
+    assert np.allclose(m @ [50, 40, 1], [30 + 3, 20 - 2])
+
+
+def test_truth_is_deterministic_in_seed():
+    a = truth_table(SynthConfig(frames=20, seed=7))
+    b = truth_table(SynthConfig(frames=20, seed=7))
+    c = truth_table(SynthConfig(frames=20, seed=8))
+    assert a == b and a != c
+
+
+def test_probe_cli_reports_exposure_and_low_fps(tmp_path):
+    clip = make_clip(tmp_path / "slow.mp4", frames=30, fps=120)
+    res = CliRunner().invoke(main, ["probe", str(clip), "--windows", "9,73"])
+    assert res.exit_code == 0
+    assert "75.0 ms" in res.stdout and "608.3 ms" in res.stdout and "too short" in res.stdout
+    assert "below 240" in res.output
+
+
+def test_curve_roundtrip_and_file(tmp_path):
+    for name in ("gamma2.2", "srgb", "linear"):
+        c = load_curve(name)
+        codes = np.arange(256, dtype=np.uint8)
+        assert np.array_equal(c.encode(c.linearize(codes)), codes)
+    path = tmp_path / "crf.txt"
+    np.savetxt(path, (np.arange(256) / 255.0) ** 2.0)
+    c = load_curve(str(path))
+    assert c.name == "file:crf.txt"
+    assert np.array_equal(c.encode(c.lut), np.arange(256))
