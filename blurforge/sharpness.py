@@ -14,11 +14,14 @@ def _halve(img: np.ndarray) -> np.ndarray:
 
 
 def grey_pyramid(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-size grey uint8 (sharpness), quarter-size float32 (motion; half size for frames under
-    640 px wide), and half of that again float32 (brightness, cuts) of an RGB frame."""
+    """Half-size grey uint8 (sharpness); a 240-479 px wide float32 copy (motion: phase correlation
+    cost grows with size, its sub-pixel accuracy does not need more); and half of that again
+    float32 (brightness, cuts) of an RGB frame."""
     half = _halve(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-    quarter = _halve(half) if half.shape[1] >= 320 else half
-    return half, quarter.astype(np.float32), _halve(quarter).astype(np.float32)
+    motion = half
+    while motion.shape[1] >= 480:
+        motion = _halve(motion)
+    return half, motion.astype(np.float32), _halve(motion).astype(np.float32)
 
 
 def tenengrad(grey: np.ndarray) -> float:

@@ -1,0 +1,603 @@
+"""Align each blurred image onto its sharp frame: geometric warp by ECC, then a per-channel gain.
+
+The sharp frame is the training target and is never resampled; only the blurred image moves.
+
+Geometry: ``findTransformECC`` run coarse to fine on a grey pyramid (1/4 then 1/2 size by default),
+initialised by phase correlation at the coarsest level. The warp found at the finest level is
+rescaled to full resolution (pixel-centre convention of ``cv2.resize(INTER_AREA)``). A 1/4 -> 1/2
+pyramid lands within a few hundredths of a pixel of full-resolution ECC at a fraction of the cost
+(``bench/align.py``).
+
+Photometry: one gain per channel in linear light (through the shard's ``camera_curve``, else
+gamma 2.2), fitted on the valid overlap after smoothing both images (so the blur itself does not
+bias it), leaving out clipped pixels, with Tukey-biweight reweighting against moving objects.
+
+Warp convention (as stored in ``align/<W>/warp``): a 3x3 matrix ``M`` mapping sharp-frame pixel
+coordinates ``x`` to blurred-image coordinates, ``blur(M x) ~ sharp(x)``; the aligned image is
+``aligned(x) = gain * blur(M x)``. Everything here is a pure function of numpy arrays (RGB order).
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import hashlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from . import __version__
+from .curves import load_curve
+from .shards import (ShardError, image_chunks, is_complete, open_shard, tmp_path_for, utc_now,
+                     window_labels)
+
+MOTIONS = {
+    "translation": cv2.MOTION_TRANSLATION,
+    "euclidean": cv2.MOTION_EUCLIDEAN,
+    "affine": cv2.MOTION_AFFINE,
+    "homography": cv2.MOTION_HOMOGRAPHY,
+}
+# Chosen by measurement (bench/align.py, 720p blur/sharp pairs): Euclidean is as accurate as affine
+# and homography on camera-shake pairs and several times faster; see data/README.md "Alignment".
+DEFAULT_MOTION = "euclidean"
+DEFAULT_MIN_SCORE = 0.75
+DEFAULT_MAX_SHIFT = 16.0
+DEFAULT_LEVELS = (4, 2)
+MIN_LEVEL_SIDE = 48          # a pyramid level whose short side is below this is skipped
+CLIP_HI = 250                # codes at or above count as saturated (left out of the gain fit)
+GAMMA = 2.2
+
+
+@dataclass
+class PairAlignment:
+    """Result of aligning one blurred image onto its sharp frame."""
+    warp: np.ndarray                 # float64 3x3, sharp px -> blur px
+    gain: np.ndarray                 # float64 (3,), linear-light gain applied to the blur
+    score: float                     # ECC correlation at the finest level (0 if ECC failed)
+    shift: float                     # largest displacement of the warp over the image corners, px
+    margin: int                      # border width (px) that the warp leaves invalid
+    ok: bool
+    reason: str = ""                 # "" | "ecc failed" | "low score" | "large shift"
+    aligned: np.ndarray | None = field(default=None, repr=False)
+
+
+def gamma_lut(gamma: float = GAMMA) -> np.ndarray:
+    """Inverse camera curve of a pure gamma: linear value of each 8-bit code."""
+    return (np.arange(256) / 255.0) ** gamma
+
+
+def grey(rgb: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 -> grey float32 in linear light (through ``lut``, default gamma 2.2).
+
+    Blur forms in linear light; correlating gamma-encoded codes instead pulls the optimum towards the
+    dark side of every edge (measured: ~0.07 px per pixel of blur length), so ECC runs on this.
+    """
+    lut = gamma_lut() if lut is None else lut
+    return cv2.cvtColor(cv2.LUT(rgb, np.asarray(lut, np.float32)), cv2.COLOR_RGB2GRAY)
+
+
+def level_sizes(h: int, w: int, levels=DEFAULT_LEVELS) -> list[int]:
+    """The pyramid factors actually used for an HxW image: those leaving >= MIN_LEVEL_SIDE pixels.
+
+    Small images fall back to the finest requested factor that fits, else full resolution.
+    """
+    usable = [k for k in levels if min(h, w) / k >= MIN_LEVEL_SIDE]
+    return usable or [1]
+
+
+def _resize(img: np.ndarray, k: int) -> np.ndarray:
+    if k == 1:
+        return img
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
+
+
+def level_matrix(full_hw: tuple[int, int], level_hw: tuple[int, int]) -> np.ndarray:
+    """Full-resolution pixel coordinates -> pyramid-level coordinates (pixel centres line up)."""
+    sy, sx = level_hw[0] / full_hw[0], level_hw[1] / full_hw[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def rescale_warp(warp: np.ndarray, a_from: np.ndarray, a_to: np.ndarray) -> np.ndarray:
+    """Express a warp given in one level's coordinates in another level's (both via full res)."""
+    full = np.linalg.solve(a_from, warp @ a_from)          # A_from^-1 W A_from
+    out = a_to @ full @ np.linalg.inv(a_to)
+    return out / out[2, 2]
+
+
+_hann: dict = {}
+
+
+def phase_shift(sharp_grey: np.ndarray, blur_grey: np.ndarray) -> tuple[float, float]:
+    """Translation t with blur(x + t) ~ sharp(x), by phase correlation (Hann window)."""
+    h, w = sharp_grey.shape
+    if (h, w) not in _hann:
+        _hann[(h, w)] = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(np.array(sharp_grey, np.float32), np.array(blur_grey, np.float32),
+                                     _hann[(h, w)])
+    return float(dx), float(dy)
+
+
+def _ecc(template: np.ndarray, image: np.ndarray, warp: np.ndarray, motion: str, iters: int,
+         eps: float, gauss: int) -> tuple[float, np.ndarray]:
+    """One findTransformECC call on 3x3 warps (float64 in, float64 out)."""
+    if motion == "homography":
+        w0 = warp.astype(np.float32)
+    else:
+        w0 = (warp / warp[2, 2])[:2].astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iters, eps)
+    score, w1 = cv2.findTransformECC(template, image, w0, MOTIONS[motion], criteria, None, gauss)
+    out = np.eye(3)
+    out[:w1.shape[0]] = w1
+    return float(score), out
+
+
+@dataclass
+class Reference:
+    """Everything about a sharp frame that aligning several blurs onto it can share."""
+    rgb: np.ndarray
+    lut: np.ndarray
+    pyramid: dict            # factor -> linear-light grey float32 image (ECC levels + phase level)
+    levels: list[int]        # ECC levels, coarse to fine
+    phase_level: int         # factor at which phase correlation initialises the warp
+    lin_half: np.ndarray     # linear-light RGB float32, half size
+    bad_half: np.ndarray     # clipped-pixel mask, half size, float32 (0/1) per channel
+
+
+def _half_views(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-size linear-light RGB (averaged in linear light) and its saturated-pixel fraction.
+
+    Only saturation is masked: near-black pixels carry almost no linear-light energy, and masking
+    them would bias the fit (their blurred neighbours exchange light with them).
+    """
+    lin = _resize(cv2.LUT(rgb, np.asarray(lut, np.float32)), 2)
+    bad = _resize((rgb >= CLIP_HI).astype(np.float32), 2)
+    return lin, bad
+
+
+def prepare_reference(sharp: np.ndarray, levels=DEFAULT_LEVELS, lut: np.ndarray | None = None) -> Reference:
+    """Pre-compute the linear-light grey pyramid and gain views of a sharp RGB uint8 frame."""
+    lut = gamma_lut() if lut is None else _check_lut(lut)
+    g = grey(sharp, lut)
+    used = level_sizes(*g.shape, levels=levels)
+    pk = max(level_sizes(*g.shape, levels=tuple(levels) + (4,)))
+    lin, bad = _half_views(sharp, lut)
+    return Reference(sharp, lut, {k: _resize(g, k) for k in set(used) | {pk}}, used, pk, lin, bad)
+
+
+def _check_lut(lut: np.ndarray) -> np.ndarray:
+    """A camera curve usable in both directions: 256 strictly increasing linear values."""
+    lut = np.asarray(lut, np.float64)
+    if lut.shape != (256,) or not np.all(np.isfinite(lut)) or not np.all(np.diff(lut) > 0):
+        raise ValueError("camera curve must be 256 finite, strictly increasing values")
+    return lut
+
+
+def estimate_warp(ref: Reference, blur: np.ndarray, motion: str = DEFAULT_MOTION, iters: int = 60,
+                  eps: float = 1e-5, gauss: int = 5) -> tuple[np.ndarray, float]:
+    """Coarse-to-fine ECC warp (full-resolution 3x3, sharp px -> blur px) and its final score.
+
+    Raises cv2.error when ECC does not converge (uncorrelated content).
+    """
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {', '.join(MOTIONS)}")
+    g = grey(blur, ref.lut)
+    full_hw = g.shape
+    warp, a_prev = initial_warp(ref, g)
+    score = 0.0
+    for k in ref.levels:
+        tmpl = ref.pyramid[k]
+        a = level_matrix(full_hw, tmpl.shape)
+        warp = rescale_warp(warp, a_prev, a)
+        score, warp = _ecc(tmpl, _resize(g, k), warp, motion, iters, eps, gauss)
+        a_prev = a
+    return rescale_warp(warp, a_prev, np.eye(3)), score
+
+
+def initial_warp(ref: Reference, blur_grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Phase-correlation translation at the phase level: (warp, that level's coordinate matrix)."""
+    k = ref.phase_level
+    tmpl = ref.pyramid[k]
+    dx, dy = phase_shift(tmpl, _resize(blur_grey, k))
+    return (np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]]),
+            level_matrix(blur_grey.shape, tmpl.shape))
+
+
+def _apply(warp: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = pts @ warp[:, :2].T + warp[:, 2]
+    return p[:, :2] / p[:, 2:3]
+
+
+def corners(h: int, w: int, inset: float = 0.0) -> np.ndarray:
+    return np.array([[inset, inset], [w - 1 - inset, inset], [inset, h - 1 - inset],
+                     [w - 1 - inset, h - 1 - inset]], dtype=np.float64)
+
+
+def warp_shift(warp: np.ndarray, h: int, w: int) -> float:
+    """Largest displacement |M x - x| over the image corners and centre, in pixels."""
+    pts = np.vstack([corners(h, w), [[(w - 1) / 2, (h - 1) / 2]]])
+    q = _apply(warp, pts)
+    d = np.hypot(*(q - pts).T)
+    return float(np.max(d)) if np.all(np.isfinite(d)) else math.inf
+
+
+def valid_margin(warp: np.ndarray, h: int, w: int) -> int:
+    """Smallest border m such that every sharp pixel at least m from the edge samples inside the blur.
+
+    The image of a rectangle under an affine map (or a homography that keeps it finite) is a convex
+    quadrilateral, so checking the inner rectangle's corners suffices.
+    """
+    tol = 1e-6
+    for m in range(0, (min(h, w) + 1) // 2):
+        q = _apply(warp, corners(h, w, m))
+        if (np.all(np.isfinite(q)) and q[:, 0].min() >= -tol and q[:, 1].min() >= -tol
+                and q[:, 0].max() <= w - 1 + tol and q[:, 1].max() <= h - 1 + tol):
+            return m
+    return (min(h, w) + 1) // 2
+
+
+def warp_image(img: np.ndarray, warp: np.ndarray, interpolation=cv2.INTER_CUBIC) -> np.ndarray:
+    """out(x) = img(M x), replicating the border (the margin says which border pixels are invalid)."""
+    h, w = img.shape[:2]
+    flags = interpolation | cv2.WARP_INVERSE_MAP
+    if np.allclose(warp[2], [0, 0, 1], atol=1e-12):
+        return cv2.warpAffine(img, warp[:2], (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpPerspective(img, warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def cell_sums(img: np.ndarray, cell: int) -> np.ndarray:
+    """Sums over cell x cell tiles (the partial tiles at the right and bottom are left out)."""
+    h, w = img.shape[:2]
+    ny, nx = h // cell, w // cell
+    t = img[:ny * cell, :nx * cell].reshape(ny, cell, nx, cell, *img.shape[2:])
+    return t.sum(axis=(1, 3), dtype=np.float64)
+
+
+def fit_gain(sharp_lin: np.ndarray, blur_lin: np.ndarray, mask: np.ndarray, cell: int,
+             tol: float = 0.03, k: float = 4.0) -> np.ndarray:
+    """Per-channel gain g with sharp ~ g * blur in linear light, robust to outliers.
+
+    Blur only moves light around, so a plain ratio of sums is unbiased; pixel-level robust weights
+    are not (a highlight's sharp peak is trimmed but not the faint spill the blur spreads from it:
+    several percent on real photos). So outliers are rejected at a scale larger than the blur:
+    light sums over cells of ``cell`` px, cells whose ratio is more than ``max(k * MAD, tol)``
+    (relative) off the median are dropped (moving objects, occlusions), and the gain is the ratio of
+    sums over the cells kept. ``mask``: HxWx3 bool of usable pixels. A channel without enough
+    usable cells gets gain 1.
+    """
+    gains = np.ones(3)
+    for c in range(3):
+        m = mask[..., c].astype(np.float32)
+        ss = cell_sums(sharp_lin[..., c] * m, cell)
+        bb = cell_sums(blur_lin[..., c] * m, cell)
+        use = (cell_sums(m, cell) >= 0.25 * cell * cell) & (bb > 1e-6 * cell * cell) & (ss > 0)
+        if use.sum() < 3:
+            continue
+        g = float(np.median(ss[use] / bb[use]))
+        for _ in range(3):
+            dev = np.abs(ss / np.maximum(bb, 1e-12) / g - 1)
+            scale = 1.4826 * float(np.median(dev[use]))
+            keep = use & (dev <= max(k * scale, tol))
+            if not keep.any():
+                break
+            g_new = float(ss[keep].sum() / bb[keep].sum())
+            done = abs(g_new - g) < 1e-7 * g
+            g = g_new
+            if done:
+                break
+        gains[c] = g
+    return gains
+
+
+def estimate_gain(ref: Reference, blur: np.ndarray, warp: np.ndarray, margin: int) -> np.ndarray:
+    """Per-channel linear-light gain of ``blur`` (warped by ``warp``) against the sharp reference,
+    inside the valid margin, leaving out pixels saturated in the blurred image.
+
+    Saturated *sharp* pixels stay in: blurred images are averages of frames that were clipped
+    the same way, so light is conserved through them, and in linear light highlights carry so much
+    of the energy that masking them (but not the light the blur spreads from them) biases the fit
+    by percents.
+    """
+    h, w = blur.shape[:2]
+    lin, bad = _half_views(blur, ref.lut)
+    hh, ww = lin.shape[:2]
+    w2 = rescale_warp(warp, np.eye(3), level_matrix((h, w), (hh, ww)))
+    lin_w = warp_image(lin, w2, cv2.INTER_LINEAR)
+    sat = warp_image(bad, w2, cv2.INTER_LINEAR) > 0
+    m2 = int(math.ceil((margin + 1) * ww / w))
+    inner = np.zeros((hh, ww), bool)
+    inner[m2:hh - m2, m2:ww - m2] = True
+    return fit_gain(ref.lin_half, lin_w, inner[..., None] & ~sat, cell=max(8, min(hh, ww) // 8))
+
+
+def encode_table(lut: np.ndarray, gain: float, steps: int = 4) -> np.ndarray:
+    """uint8 codes for input codes 0, 1/steps, ..., 255 after a linear-light gain.
+
+    The input code axis is sampled every 1/steps code, so the warped (fractional) codes are
+    rounded once, here, rather than before and after the gain.
+    """
+    x = np.arange(255 * steps + 1) / steps
+    lin = np.interp(x, np.arange(256), lut) * gain
+    lin = np.clip(lin, lut[0], lut[-1])
+    return np.clip(np.rint(np.interp(lin, lut, np.arange(256.0))), 0, 255).astype(np.uint8)
+
+
+def apply_gain(codes: np.ndarray, gain: np.ndarray, lut: np.ndarray, steps: int = 4) -> np.ndarray:
+    """Float (possibly fractional, warped) RGB codes -> uint8 RGB with a per-channel linear gain."""
+    idx = np.clip(np.rint(codes * steps), 0, 255 * steps).astype(np.int32)
+    out = np.empty(codes.shape, np.uint8)
+    for c in range(3):
+        out[..., c] = encode_table(lut, gain[c], steps)[idx[..., c]]
+    return out
+
+
+def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.ndarray | None = None,
+               min_score: float = DEFAULT_MIN_SCORE, max_shift: float = DEFAULT_MAX_SHIFT,
+               levels=DEFAULT_LEVELS, render: bool = True) -> PairAlignment:
+    """Align one blurred RGB uint8 image onto its sharp frame (an RGB array or a ``Reference``).
+
+    ``lut``: inverse camera curve (linear value of each code; default gamma 2.2), ignored when a
+    ``Reference`` is given (it carries its own). Returns the warp, gain, score, margin and ok flag,
+    plus the aligned uint8 image when ``render``. A pair whose ECC fails, scores below
+    ``min_score`` or moves more than ``max_shift`` px is flagged (ok=False), never dropped: it still
+    gets an output image (from the phase-correlation or partial estimate).
+    """
+    ref = sharp if isinstance(sharp, Reference) else prepare_reference(sharp, levels, lut)
+    h, w = blur.shape[:2]
+    if ref.rgb.shape != blur.shape:
+        raise ValueError(f"sharp {ref.rgb.shape} and blur {blur.shape} differ in size")
+    reason = ""
+    try:
+        warp, score = estimate_warp(ref, blur, motion)
+    except cv2.error:
+        warp, a = initial_warp(ref, grey(blur, ref.lut))
+        warp = rescale_warp(warp, a, np.eye(3))
+        score, reason = 0.0, "ecc failed"
+    shift = warp_shift(warp, h, w)
+    if not math.isfinite(shift) or not np.all(np.isfinite(warp)):
+        warp, shift, reason = np.eye(3), math.inf, reason or "ecc failed"
+    margin = valid_margin(warp, h, w)
+    if not reason and score < min_score:
+        reason = "low score"
+    if not reason and (shift > max_shift or margin >= min(h, w) // 4):
+        reason = "large shift"
+    gain = estimate_gain(ref, blur, warp, margin)
+    if not np.all(np.isfinite(gain)) or np.any(gain <= 0):
+        gain = np.ones(3)
+    aligned = None
+    if render:
+        aligned = apply_gain(warp_image(blur.astype(np.float32), warp), gain, ref.lut)
+    return PairAlignment(warp, gain, float(score), shift, int(margin), reason == "", reason, aligned)
+
+
+def warp_error(est: np.ndarray, truth: np.ndarray, h: int, w: int, step: int = 16,
+               margin: int = 0) -> float:
+    """Median distance (px) between where two warps send a grid of sharp-frame pixels."""
+    ys, xs = np.mgrid[margin:h - margin:step, margin:w - margin:step]
+    pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    return float(np.median(np.hypot(*(_apply(est, pts) - _apply(truth, pts)).T)))
+
+
+# --------------------------------------------------------------------------------------------
+# Shard level: align every pair of a shard into a new copy, renamed over the original at the end.
+# --------------------------------------------------------------------------------------------
+
+ALIGN_DATASETS = ("warp", "gain", "score", "ok", "margin")
+NAMED_CURVES = ("linear", "gamma2.2", "srgb")
+
+
+def _settings(motion: str, min_score: float, max_shift: float, levels) -> dict:
+    return {"motion": motion, "min_score": float(min_score), "max_shift": float(max_shift),
+            "levels": np.asarray(levels, np.int64)}
+
+
+def _same_settings(group, settings: dict) -> bool:
+    try:
+        return (str(group.attrs["motion"]) == settings["motion"]
+                and float(group.attrs["min_score"]) == settings["min_score"]
+                and float(group.attrs["max_shift"]) == settings["max_shift"]
+                and np.array_equal(np.asarray(group.attrs["levels"]), settings["levels"]))
+    except KeyError:
+        return False
+
+
+def window_curve(f, label: str) -> tuple[str, np.ndarray]:
+    """The inverse camera curve in which ``blur/<label>`` was averaged: (name, lut).
+
+    ``blur/<W>`` attribute ``averaging_curve`` (import shards: GoPro's plain ``blur`` was averaged
+    in codes, ``blur_gamma`` in gamma 2.2) wins, then the shard's ``camera_curve`` dataset, then
+    gamma 2.2.
+    """
+    name = f[f"blur/{label}"].attrs.get("averaging_curve")
+    if isinstance(name, bytes):
+        name = name.decode()
+    if name in NAMED_CURVES:
+        return str(name), load_curve(str(name)).lut
+    if "camera_curve" in f:
+        lut = np.asarray(f["camera_curve"][()], np.float64)
+        cname = f.attrs.get("camera_curve", "camera_curve")
+        return (cname.decode() if isinstance(cname, bytes) else str(cname)), _check_lut(lut)
+    return "gamma2.2", gamma_lut()
+
+
+def _copy_attrs(src, dst):
+    for k in src.attrs:
+        dst.attrs.create(k, src.attrs[k], dtype=src.attrs.get_id(k).dtype)
+
+
+def _copy_except(src, dst, skip: set[str]):
+    """Copy every object of ``src`` into ``dst`` (raw chunks, attributes kept) except paths in skip."""
+    for name, obj in src.items():
+        full = obj.name.lstrip("/")
+        if full in skip:
+            continue
+        if isinstance(obj, h5py.Group) and any(s.startswith(full + "/") for s in skip):
+            sub = dst.require_group(name)
+            _copy_attrs(obj, sub)
+            _copy_except(obj, sub, skip)
+        else:
+            src.copy(obj, dst, name=name)
+
+
+def _stats(ok, score, shift, gain, reasons) -> dict:
+    ok = np.asarray(ok, bool)
+    score = np.asarray(score, np.float64)
+    out = {"ok": int(ok.sum()), "rejected": int((~ok).sum())}
+    if reasons is not None:
+        out["reasons"] = {r: int(sum(1 for x in reasons if x == r)) for r in sorted(set(reasons)) if r}
+    if len(score):
+        out.update(median_score=round(float(np.median(score)), 4), min_score=round(float(score.min()), 4))
+    if shift is not None and len(shift):
+        fin = np.asarray(shift, np.float64)
+        fin = fin[np.isfinite(fin)]
+        out["median_shift_px"] = round(float(np.median(fin)), 3) if len(fin) else None
+    if len(gain):
+        out["median_gain"] = [round(float(g), 4) for g in np.median(np.asarray(gain), axis=0)]
+    return out
+
+
+def align_shard(path, motion: str = DEFAULT_MOTION, min_score: float = DEFAULT_MIN_SCORE,
+                max_shift: float = DEFAULT_MAX_SHIFT, windows=None, overwrite: bool = False,
+                jobs: int = 1, levels=DEFAULT_LEVELS, progress=None) -> dict:
+    """Align every pair of a shard; write ``aligned/<W>`` and ``align/<W>/*``; return a summary dict.
+
+    Non-destructive and crash-safe: the shard is copied (minus any alignment being redone) to a
+    hidden temporary file beside it, the new datasets are added there, and the copy is renamed over
+    the original only when complete and fsync'ed; an interrupted run leaves the shard as it was.
+    Windows already aligned with the same settings are skipped unless ``overwrite``.
+    ``windows``: labels to align (default all); ``jobs``: threads for the per-pair work;
+    ``progress(done, total)`` is called after each pair and window.
+    Summary: {"shard", "status" ("aligned" | "skipped (aligned)"), "pairs", "motion",
+    "windows": {label: {"ok", "rejected", "reasons", "median_score", ...}}, "seconds"}.
+    """
+    if motion not in MOTIONS:
+        raise ShardError(f"--motion {motion!r}: choose one of {', '.join(MOTIONS)}")
+    t0 = time.perf_counter()
+    path = Path(path)
+    settings = _settings(motion, min_score, max_shift, levels)
+    src = open_shard(path)
+    try:
+        if not is_complete(path):
+            raise ShardError(f"{path}: incomplete shard (its writer did not finish)")
+        labels = window_labels(src)
+        if windows:
+            unknown = [w for w in windows if w not in labels]
+            if unknown:
+                raise ShardError(f"{path}: no blur window {', '.join(unknown)} (has {', '.join(labels)})")
+            labels = [w for w in labels if w in windows]
+        done = [w for w in labels if not overwrite and f"align/{w}" in src and f"aligned/{w}" in src
+                and _same_settings(src[f"align/{w}"], settings)]
+        todo = [w for w in labels if w not in done]
+        n = int(src["sharp"].shape[0])
+        h, w_ = int(src["sharp"].shape[1]), int(src["sharp"].shape[2])
+        summary = {"shard": str(path), "pairs": n, "motion": motion, "windows": {}}
+        for w in done:
+            g = src[f"align/{w}"]
+            summary["windows"][w] = _stats(g["ok"][()], g["score"][()], None, g["gain"][()], None)
+        if not todo:
+            summary.update(status="skipped (aligned)", seconds=round(time.perf_counter() - t0, 2))
+            return summary
+        curves = {w: window_curve(src, w) for w in todo}
+        tmp = tmp_path_for(path)
+        skip = {f"aligned/{w}" for w in todo} | {f"align/{w}" for w in todo}
+        try:
+            dst = h5py.File(tmp, "w")
+        except OSError as e:
+            raise ShardError(f"cannot write {tmp.parent}: {e.strerror or e}") from None
+        try:
+            with dst:
+                _copy_attrs(src, dst)
+                _copy_except(src, dst, skip)
+                _align_into(src, dst, todo, curves, n, h, w_, settings, jobs, progress, summary,
+                            image_chunks(h, w_), __version__, utc_now())
+                dst.flush()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        src.close()
+    os.replace(tmp, path)
+    summary.update(status="aligned", seconds=round(time.perf_counter() - t0, 2))
+    return summary
+
+
+def _align_into(src, dst, todo, curves, n, h, w, settings, jobs, progress, summary, chunks,
+                version, created):
+    """Compute and write the alignment of windows ``todo`` for all n pairs (threads when jobs > 1;
+    OpenCV releases the GIL, h5py reads are serialised by a lock)."""
+    out = {}
+    for lab in todo:
+        g = dst.create_group(f"align/{lab}")
+        g.attrs.update(motion=settings["motion"], min_score=settings["min_score"],
+                       max_shift=settings["max_shift"], levels=settings["levels"],
+                       curve=curves[lab][0], tool_version=version, created=created)
+        ds = dst.create_dataset(f"aligned/{lab}", shape=(n, h, w, 3), dtype=np.uint8, chunks=chunks)
+        for k, v in src[f"blur/{lab}"].attrs.items():
+            if k != "sha256":
+                ds.attrs[k] = v
+        out[lab] = {
+            "img": ds, "hash": hashlib.sha256(),
+            "warp": np.zeros((n, 3, 3), np.float64), "gain": np.ones((n, 3), np.float32),
+            "score": np.zeros(n, np.float32), "ok": np.zeros(n, bool),
+            "margin": np.zeros(n, np.int32), "shift": np.zeros(n), "reasons": [""] * n,
+        }
+    lock = threading.Lock()
+
+    def work(i):
+        with lock:
+            sharp = src["sharp"][i]
+            blurs = {lab: src[f"blur/{lab}"][i] for lab in todo}
+        refs = {}
+        res = {}
+        for lab in todo:
+            cname, lut = curves[lab]
+            if cname not in refs:
+                refs[cname] = prepare_reference(sharp, settings["levels"], lut)
+            res[lab] = align_pair(refs[cname], blurs[lab], settings["motion"],
+                                  min_score=settings["min_score"], max_shift=settings["max_shift"])
+        return res
+
+    total, done = n * len(todo), 0
+    pending: collections.deque = collections.deque()
+    pool = cf.ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    try:
+        it = iter(range(n))
+        for i in range(n):
+            if pool is None:
+                res = work(i)
+            else:
+                while len(pending) < 2 * jobs:
+                    j = next(it, None)
+                    if j is None:
+                        break
+                    pending.append(pool.submit(work, j))
+                res = pending.popleft().result()
+            for lab, r in res.items():
+                o = out[lab]
+                img = np.ascontiguousarray(r.aligned)
+                o["img"][i] = img
+                o["hash"].update(img.tobytes())
+                o["warp"][i], o["gain"][i], o["score"][i] = r.warp, r.gain, r.score
+                o["ok"][i], o["margin"][i], o["shift"][i], o["reasons"][i] = r.ok, r.margin, r.shift, r.reason
+                done += 1
+                if progress:
+                    progress(done, total)
+    finally:
+        if pool is not None:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+    for lab, o in out.items():
+        o["img"].attrs["sha256"] = o["hash"].hexdigest()
+        g = dst[f"align/{lab}"]
+        for k in ALIGN_DATASETS:
+            g.create_dataset(k, data=o[k])
+        summary["windows"][lab] = _stats(o["ok"], o["score"], o["shift"], o["gain"], o["reasons"])

@@ -1,0 +1,272 @@
+"""What is in a shard: per-window statistics, and a contact sheet people can look at.
+
+``summarize`` reads a sample of pairs (evenly spaced) for image statistics and all per-pair metadata;
+``contact_sheet`` renders rows of sharp | each blur | |aligned - sharp| heat maps with captions.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .shards import ShardError, open_shard, window_labels
+
+HEAT_MAX = 48.0          # |difference| in codes that maps to the top of the heat-map colour scale
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB of two uint8 images (over ``mask`` pixels when given)."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    mse = float(np.mean(d[mask] ** 2)) if mask is not None else float(np.mean(d * d))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+def sample_indices(n: int, k: int) -> list[int]:
+    """Up to k evenly spaced pair indices of n (first and last included)."""
+    if n <= 0 or k <= 0:
+        return []
+    return sorted(set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist()))
+
+
+def margin_mask(shape: tuple[int, int], margin: int) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    h, w = shape
+    if 2 * margin < min(h, w):
+        m[margin:h - margin, margin:w - margin] = True
+    return m
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else (v.item() if isinstance(v, np.generic) else v)
+
+
+def summarize(path, sample: int = 16) -> dict:
+    """Statistics of one shard as a JSON-ready dict (see ``blurforge inspect --json``)."""
+    path = Path(path)
+    with open_shard(path) as f:
+        labels = window_labels(f)
+        n = int(f["sharp"].shape[0])
+        h, w = int(f["sharp"].shape[1]), int(f["sharp"].shape[2])
+        out = {"shard": str(path), "kind": _s(f.attrs.get("kind", "")), "pairs": n,
+               "size": [w, h], "windows": labels, "bytes": os.path.getsize(path),
+               "complete": bool(f.attrs.get("complete", False)),
+               "source": _s(f.attrs.get("source_name", "")), "per_window": {}}
+        for k in ("fps", "split", "sequence", "camera_curve"):
+            if k in f.attrs:
+                out[k] = _s(f.attrs[k])
+        idx = sample_indices(n, sample)
+        sharps = {i: f["sharp"][i] for i in idx}
+        for lab in labels:
+            d: dict = {}
+            d["psnr_blur_db"] = _mean_db([psnr(f[f"blur/{lab}"][i], sharps[i]) for i in idx])
+            d["psnr_pairs"] = len(idx)
+            mp = f.get(f"meta/{lab}/motion_px")
+            if mp is not None and mp.shape[0]:
+                v = mp[()].astype(np.float64)
+                d["motion_px_per_frame"] = {"median": round(float(np.median(v)), 3),
+                                            "max": round(float(v.max()), 3)}
+            gh = f.get(f"meta/{lab}/ghosting")
+            if gh is not None:
+                d["ghosting"] = int(np.count_nonzero(gh[()]))
+            g = f.get(f"align/{lab}")
+            if g is not None and f"aligned/{lab}" in f:
+                ok = g["ok"][()].astype(bool)
+                score = g["score"][()].astype(np.float64)
+                margin = g["margin"][()]
+                vals = []
+                for i in idx:
+                    mask = margin_mask((h, w), int(margin[i]))
+                    if mask.any():
+                        vals.append(psnr(f[f"aligned/{lab}"][i], sharps[i], mask))
+                d["align"] = {
+                    "motion": _s(g.attrs.get("motion", "")), "ok": int(ok.sum()),
+                    "rejected": int((~ok).sum()),
+                    "rejected_pairs": np.flatnonzero(~ok).tolist()[:50],
+                    "score_median": round(float(np.median(score)), 4) if n else None,
+                    "score_min": round(float(score.min()), 4) if n else None,
+                    "margin_max": int(margin.max()) if n else None,
+                    "psnr_aligned_db": _mean_db(vals),
+                    "gain_median": [round(float(x), 4) for x in np.median(g["gain"][()], axis=0)] if n else None,
+                }
+            out["per_window"][lab] = d
+    out["warnings"] = warnings_for(out)
+    return out
+
+
+def _mean_db(vals: list[float]) -> float | None:
+    vals = [v for v in vals if np.isfinite(v)]
+    return round(float(np.mean(vals)), 2) if vals else None
+
+
+def warnings_for(summary: dict) -> list[str]:
+    out = []
+    if not summary["complete"]:
+        out.append("incomplete shard")
+    for lab, d in summary["per_window"].items():
+        if d.get("ghosting"):
+            out.append(f"window {lab}: {d['ghosting']}/{summary['pairs']} pairs may show ghosting "
+                       "(motion > 1 px/frame: steps instead of a smooth streak)")
+        a = d.get("align")
+        if a and a["rejected"]:
+            out.append(f"window {lab}: {a['rejected']}/{summary['pairs']} pairs rejected by align "
+                       f"(pairs {', '.join(map(str, a['rejected_pairs'][:10]))}"
+                       f"{', ...' if a['rejected'] > 10 else ''})")
+    return out
+
+
+def _fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def format_table(s: dict) -> str:
+    """Human-readable table of one summary."""
+    w, h = s["size"]
+    head = (f"{s['shard']}: {s['kind'] or '?'}, {s['pairs']} pairs, {w}x{h}, "
+            f"{len(s['windows'])} window{'s' if len(s['windows']) != 1 else ''}, "
+            f"{s['bytes'] / 2 ** 20:.1f} MiB" + ("" if s["complete"] else ", INCOMPLETE"))
+    cols = ["window", "PSNR(blur,sharp)", "motion px/frame", "ghosting", "align", "score med/min",
+            "ok/rejected", "PSNR(aligned)"]
+    rows = []
+    for lab, d in s["per_window"].items():
+        mp = d.get("motion_px_per_frame")
+        a = d.get("align")
+        rows.append([
+            lab, _fmt(d["psnr_blur_db"], ".2f") + " dB",
+            f"{mp['median']:.2f} / {mp['max']:.2f} max" if mp else "-",
+            f"{d['ghosting']}/{s['pairs']}" if "ghosting" in d else "-",
+            a["motion"] if a else "not aligned",
+            f"{_fmt(a['score_median'], '.3f')} / {_fmt(a['score_min'], '.3f')}" if a else "-",
+            f"{a['ok']}/{a['rejected']}" if a else "-",
+            (_fmt(a["psnr_aligned_db"], ".2f") + " dB") if a else "-",
+        ])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    lines = [head, "  " + "  ".join(c.ljust(wd) for c, wd in zip(cols, widths))]
+    lines += ["  " + "  ".join(v.ljust(wd) for v, wd in zip(r, widths)) for r in rows]
+    lines += [f"  warning: {m}" for m in s["warnings"]]
+    return "\n".join(lines)
+
+
+# ---- contact sheet ----------------------------------------------------------------------------
+
+def heat_map(diff: np.ndarray, valid: np.ndarray | None = None, vmax: float = HEAT_MAX) -> np.ndarray:
+    """Mean |difference| over channels -> RGB uint8 (inferno scale 0..vmax codes; invalid = grey)."""
+    d = np.abs(diff.astype(np.float32)).mean(axis=2) if diff.ndim == 3 else np.abs(diff)
+    u8 = np.clip(d * (255.0 / vmax), 0, 255).astype(np.uint8)
+    rgb = cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    if valid is not None:
+        rgb[~valid] = (90, 90, 90)
+    return rgb
+
+
+def _caption(tile: np.ndarray, text: str, color=(255, 255, 255), bar: int = 18) -> np.ndarray:
+    """The tile with a dark caption strip above it (text shortened to fit)."""
+    w = tile.shape[1]
+    strip = np.full((bar, w, 3), 24, np.uint8)
+    scale = 0.4
+    while text and cv2.getTextSize(text, FONT, scale, 1)[0][0] > w - 6:
+        text = text[:-2] + "~" if len(text) > 2 else ""
+    cv2.putText(strip, text, (3, bar - 5), FONT, scale, color, 1, cv2.LINE_AA)
+    return np.vstack([strip, tile])
+
+
+def _thumb(img: np.ndarray, width: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    nh = max(1, round(h * width / w))
+    interp = cv2.INTER_AREA if width < w else cv2.INTER_NEAREST
+    return cv2.resize(img, (width, nh), interpolation=interp)
+
+
+def _legend(width: int, vmax: float) -> np.ndarray:
+    bar = np.full((34, width, 3), 24, np.uint8)
+    ramp = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (10, 1))
+    ramp = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    ramp = cv2.resize(ramp, (min(256, width - 220), 10), interpolation=cv2.INTER_LINEAR)
+    x0 = 10
+    bar[20:30, x0:x0 + ramp.shape[1]] = ramp
+    cv2.putText(bar, "0", (x0, 16), FONT, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(bar, f"{vmax:g}", (x0 + ramp.shape[1] - 14, 16), FONT, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(bar, "|aligned - sharp| (codes, mean of RGB); grey = invalid margin; red = rejected",
+                (x0 + ramp.shape[1] + 12, 28), FONT, 0.4, (220, 220, 220), 1, cv2.LINE_AA)
+    return bar
+
+
+def contact_sheet(paths, rows_per_shard: int = 3, tile: int = 256, max_rows: int = 24,
+                  vmax: float = HEAT_MAX) -> np.ndarray:
+    """RGB uint8 sheet: per chosen pair a row sharp | blur W... | heat map of |aligned W - sharp|...
+
+    Without alignment the heat map shows |blur - sharp| and says so. Rejected pairs get a red
+    caption. Pairs are evenly spaced through each shard.
+    """
+    rows = []
+    for p in paths:
+        with open_shard(p) as f:
+            labels = window_labels(f)
+            n = int(f["sharp"].shape[0])
+            for i in sample_indices(n, rows_per_shard):
+                if len(rows) >= max_rows:
+                    break
+                rows.append(_sheet_row(f, Path(p).name, i, labels, tile, vmax))
+    if not rows:
+        raise ShardError("nothing to draw: the shards have no pairs")
+    width = max(r.shape[1] for r in rows)
+    width = max(width, 600)
+    pad = 4
+    parts = [_title(width, len(paths), vmax)]
+    for r in rows:
+        if r.shape[1] < width:
+            r = np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 12, np.uint8)])
+        parts += [r, np.full((pad, width, 3), 12, np.uint8)]
+    return np.vstack(parts)
+
+
+def _title(width: int, shards: int, vmax: float) -> np.ndarray:
+    bar = np.full((22, width, 3), 24, np.uint8)
+    cv2.putText(bar, f"blurforge inspect: {shards} shard{'s' if shards != 1 else ''}  "
+                     "(sharp | blur per window | difference heat map per window)",
+                (8, 15), FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([bar, _legend(width, vmax)])
+
+
+def _sheet_row(f, name: str, i: int, labels: list[str], tile: int, vmax: float) -> np.ndarray:
+    sharp = f["sharp"][i]
+    h, w = sharp.shape[:2]
+    tiles = [_caption(_thumb(sharp, tile), f"{name} #{i} sharp")]
+    heats = []
+    for lab in labels:
+        blur = f[f"blur/{lab}"][i]
+        tiles.append(_caption(_thumb(blur, tile), f"blur {lab}: {psnr(blur, sharp):.1f} dB"))
+        if f"aligned/{lab}" in f and f"align/{lab}" in f:
+            g = f[f"align/{lab}"]
+            aligned = f[f"aligned/{lab}"][i]
+            ok, score, margin = bool(g["ok"][i]), float(g["score"][i]), int(g["margin"][i])
+            valid = margin_mask((h, w), margin)
+            heat = heat_map(aligned.astype(np.int16) - sharp, valid, vmax)
+            db = psnr(aligned, sharp, valid) if valid.any() else float("nan")
+            text = f"aligned {lab}: {db:.1f} dB, score {score:.3f}" + ("" if ok else " REJECTED")
+            heats.append(_caption(_thumb(heat, tile), text, (255, 255, 255) if ok else (255, 70, 70)))
+        else:
+            heat = heat_map(blur.astype(np.int16) - sharp, None, vmax)
+            heats.append(_caption(_thumb(heat, tile), f"blur {lab} - sharp (not aligned)", (200, 200, 200)))
+    return _hstack(tiles + heats)
+
+
+def _hstack(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    hmax = max(t.shape[0] for t in tiles)
+    out = []
+    for t in tiles:
+        if t.shape[0] < hmax:
+            t = np.vstack([t, np.full((hmax - t.shape[0], t.shape[1], 3), 12, np.uint8)])
+        out += [t, np.full((hmax, gap, 3), 12, np.uint8)]
+    return np.hstack(out[:-1])
+
+
+def write_png(path, rgb: np.ndarray):
+    """Write an RGB image as PNG (OpenCV wants BGR)."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise ShardError(f"cannot write {path} (use a .png name in a writable folder)")
