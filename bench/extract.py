@@ -51,14 +51,20 @@ def main():
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--frames", type=int, default=480)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--crf", type=int, default=16, help="x264 quality of the synthetic clip")
+    ap.add_argument("--keep", default=None, help="keep the clips in this folder (and reuse them)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        clip, long = d / "clip.mp4", d / "long.mp4"
+        keep = Path(args.keep) if args.keep else d
+        keep.mkdir(parents=True, exist_ok=True)
+        tag = f"{w}x{h}-{args.frames}-crf{args.crf}"
+        clip, long = keep / f"clip-{tag}.mp4", keep / f"long-{tag}.mp4"
         t = time.perf_counter()
-        synthesize(clip, SynthConfig(width=w, height=h, frames=args.frames, flicker=0.04, seed=1))
-        synthesize(long, SynthConfig(width=w, height=h, frames=3 * args.frames, flicker=0.04, seed=1))
+        for path, n in ((clip, args.frames), (long, 3 * args.frames)):
+            if not path.exists():
+                synthesize(path, SynthConfig(width=w, height=h, frames=n, flicker=0.04, seed=1, crf=args.crf))
         synth_s = time.perf_counter() - t
         ceilings, runs = [], []
         for _ in range(args.repeats):

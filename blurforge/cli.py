@@ -255,3 +255,9 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
 
 
 # --- registered commands (each stage module's CLI is added here) ---
+from .cli_tools import align_cmd, import_group, inspect_cmd, verify_cmd  # noqa: E402
+
+main.add_command(align_cmd)
+main.add_command(inspect_cmd)
+main.add_command(verify_cmd)
+main.add_command(import_group)

@@ -121,6 +121,24 @@ def _object_sprite(radius: float) -> tuple[np.ndarray, np.ndarray]:
     return tex, alpha
 
 
+def _composite(img: np.ndarray, sprite: np.ndarray, alpha: np.ndarray, cx: float, cy: float):
+    """Alpha-blend the sprite centred at (cx, cy) with sub-pixel placement, in place, on its ROI only."""
+    d = sprite.shape[0]
+    x0, y0 = int(np.floor(cx - d / 2.0)) - 1, int(np.floor(cy - d / 2.0)) - 1
+    size = d + 3
+    fx, fy = cx - d / 2.0 - x0, cy - d / 2.0 - y0
+    mo = np.float32([[1, 0, fx], [0, 1, fy]])
+    spr = cv2.warpAffine(sprite, mo, (size, size), flags=cv2.INTER_LINEAR)
+    a = cv2.warpAffine(alpha, mo, (size, size), flags=cv2.INTER_LINEAR)[..., None]
+    h, w = img.shape[:2]
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(w, x0 + size), min(h, y0 + size)
+    if ix0 >= ix1 or iy0 >= iy1:
+        return
+    sl = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+    roi = img[iy0:iy1, ix0:ix1]
+    roi[...] = roi * (1 - a[sl]) + spr[sl] * a[sl]
+
+
 def render_frames(cfg: SynthConfig, rows: list[dict]):
     """Yield uint8 RGB frames (camera-curve encoded), one at a time."""
     canvases = [_canvas(load_photo(cfg.photo), cfg)]
@@ -134,12 +152,7 @@ def render_frames(cfg: SynthConfig, rows: list[dict]):
         m = camera_matrix(row, (canvas.shape[1], canvas.shape[0]), (fw, fh))
         img = cv2.warpAffine(canvas, m, (fw, fh), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         if sprite is not None:
-            d = sprite.shape[0]
-            tx, ty = row["object_x"] - d / 2.0, row["object_y"] - d / 2.0
-            mo = np.float32([[1, 0, tx], [0, 1, ty]])
-            spr = cv2.warpAffine(sprite, mo, (fw, fh), flags=cv2.INTER_LINEAR)
-            a = cv2.warpAffine(alpha, mo, (fw, fh), flags=cv2.INTER_LINEAR)[..., None]
-            img = img * (1 - a) + spr * a
+            _composite(img, sprite, alpha, row["object_x"], row["object_y"])
         lin = np.clip(img * (cfg.level * row["gain"]), 0.0, 1.0)
         yield np.rint(255.0 * lin ** (1 / GAMMA)).astype(np.uint8)
 
