@@ -112,7 +112,8 @@ def probe(clips, windows, as_json):
 
     from .averaging import half_span
     from .extract import parse_windows
-    from .video import MIN_FPS, probe as probe_clip
+    from .video import MIN_FPS
+    from .video import probe as probe_clip
 
     ws = parse_windows(windows)
     reports = []

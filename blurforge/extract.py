@@ -131,9 +131,6 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
 
     reader = FrameReader(info)
     H = opts.max_half
-    stride = opts.min_distance
-    radius = max(1, stride // 2)
-    look = max(H, radius)
     windows = opts.windows
     hasher = _Hasher(clip)
     hasher.start()

@@ -11,12 +11,11 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import decode_all, load_truth, make_clip, psnr
 
 from blurforge.cli import main
 from blurforge.extract import ExtractOptions, extract_clip
 from blurforge.shards import FORMAT_NAME, FORMAT_VERSION
-
-from conftest import decode_all, load_truth, make_clip, psnr, transcode
 
 GAMMA = 2.2
 

@@ -7,11 +7,10 @@ import os
 import h5py
 import pytest
 from click.testing import CliRunner
+from conftest import make_clip, transcode
 
 from blurforge.cli import main
 from blurforge.shards import ShardWriter
-
-from conftest import make_clip, transcode
 
 
 def run(*args):

@@ -2,13 +2,12 @@ import json
 
 import numpy as np
 from click.testing import CliRunner
+from conftest import decode_all, make_clip
 
 from blurforge.cli import main
 from blurforge.curves import load_curve
 from blurforge.synth import SynthConfig, camera_matrix, truth_table
 from blurforge.video import probe
-
-from conftest import decode_all, make_clip
 
 
 def test_synth_clip_and_truth(tmp_path):
