@@ -34,8 +34,7 @@ import numpy as np
 
 from . import __version__
 from .curves import load_curve
-from .shards import (ShardError, image_chunks, is_complete, open_shard, tmp_path_for, utc_now,
-                     window_labels)
+from .shards import ShardError, image_chunks, is_complete, open_shard, tmp_path_for, utc_now, window_labels
 
 MOTIONS = {
     "translation": cv2.MOTION_TRANSLATION,
@@ -50,6 +49,7 @@ DEFAULT_MIN_SCORE = 0.75
 DEFAULT_MAX_SHIFT = 16.0
 DEFAULT_LEVELS = (4, 2)
 MIN_LEVEL_SIDE = 48          # a pyramid level whose short side is below this is skipped
+FINE_LEVEL_SIDE = 240        # the finest level is refined further until its short side reaches this
 CLIP_HI = 250                # codes at or above count as saturated (left out of the gain fit)
 GAMMA = 2.2
 
@@ -83,12 +83,17 @@ def grey(rgb: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
 
 
 def level_sizes(h: int, w: int, levels=DEFAULT_LEVELS) -> list[int]:
-    """The pyramid factors actually used for an HxW image: those leaving >= MIN_LEVEL_SIDE pixels.
+    """The pyramid factors actually used for an HxW image, coarse to fine.
 
-    Small images fall back to the finest requested factor that fits, else full resolution.
+    Levels with a short side under MIN_LEVEL_SIDE are skipped; if the finest one is under
+    FINE_LEVEL_SIDE (small images), finer octaves are added down to full resolution, since too few
+    pixels leave affine/homography warps poorly determined. 720p and up keep ``levels`` as given.
     """
-    usable = [k for k in levels if min(h, w) / k >= MIN_LEVEL_SIDE]
-    return usable or [1]
+    short = min(h, w)
+    usable = sorted({int(k) for k in levels if short / k >= MIN_LEVEL_SIDE}, reverse=True) or [1]
+    while usable[-1] > 1 and short / usable[-1] < FINE_LEVEL_SIDE:
+        usable.append(max(1, usable[-1] // 2))
+    return usable
 
 
 def _resize(img: np.ndarray, k: int) -> np.ndarray:

@@ -165,14 +165,21 @@ def import_gopro(root, out, split: str = "all", overwrite: bool = False, jobs: i
     """
     root, out = Path(root), Path(out)
     seqs = find_gopro(root, split)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for sp, seq in seqs:
+    plan = []
+    for sp, seq in seqs:                 # match and size-check everything before writing anything
         shard = out / f"gopro-{sp}-{_safe(seq.name)}.h5"
         if shard.exists() and is_complete(shard) and not overwrite:
-            results.append({"shard": str(shard), "status": "skipped (complete)", "pairs": None})
+            plan.append((sp, seq, shard, None, None))
             continue
         items, labels = gopro_items(seq)
+        check_sizes(items)
+        plan.append((sp, seq, shard, items, labels))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for sp, seq, shard, items, labels in plan:
+        if items is None:
+            results.append({"shard": str(shard), "status": "skipped (complete)", "pairs": None})
+            continue
         if start:
             start(shard.name, len(items))
         attrs = {"kind": "gopro", "source_name": root.resolve().name, "split": sp, "sequence": seq.name}
@@ -241,6 +248,7 @@ def import_pairs(blur_dir, sharp_dir, out, label: str | None = None, split: str 
     blur_dir, sharp_dir, out = Path(blur_dir), Path(sharp_dir), Path(out)
     label = _safe(label or blur_dir.resolve().name)
     pairs, notes = match_pairs(blur_dir, sharp_dir)
+    check_sizes([{"sharp": sp, "blur": {"": bp}} for bp, sp in pairs])
     sizes: dict[tuple[int, int], list[tuple[Path, Path]]] = {}
     for b, s in pairs:
         sizes.setdefault(_image_size(s), []).append((b, s))
@@ -271,14 +279,33 @@ def import_pairs(blur_dir, sharp_dir, out, label: str | None = None, split: str 
     return {"label": label, "pairs": len(pairs), "shards": shards, "notes": notes}
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image: from the IHDR header of a PNG, else by decoding it."""
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR header; None for other files."""
     with open(path, "rb") as fh:
         head = fh.read(24)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    img = read_rgb(path)
-    return img.shape[1], img.shape[0]
+    return None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image: from the header of a PNG, else by decoding it."""
+    size = _png_size(path)
+    if size is None:
+        img = read_rgb(path)
+        size = (img.shape[1], img.shape[0])
+    return size
+
+
+def check_sizes(items: list[dict]):
+    """Fail before writing anything when a blurred PNG differs in size from its sharp PNG."""
+    for item in items:
+        ss = _png_size(item["sharp"])
+        for b in item["blur"].values():
+            bs = _png_size(b)
+            if ss and bs and ss != bs:
+                raise ImportFailed(f"{b} is {bs[0]}x{bs[1]} but its sharp image {item['sharp']} is "
+                                   f"{ss[0]}x{ss[1]}")
 
 
 def ordered_map(fn, items, jobs: int):

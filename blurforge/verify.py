@@ -68,8 +68,10 @@ def verify_shard(path, checksums: bool = True) -> dict:
         f = h5py.File(path, "r")
     except Exception as e:              # noqa: BLE001
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        hint = " (truncated?)" if "truncated" in msg or "eof" in msg.lower() else ""
-        problems.append(f"not a readable HDF5 file{hint}: {msg}")
+        if "truncated" in msg:
+            problems.append(f"truncated file ({msg})")
+        else:
+            problems.append(f"not a readable HDF5 file ({msg})")
         return report
     try:
         with f:

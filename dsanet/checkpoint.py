@@ -167,7 +167,7 @@ def save_checkpoint(state: dict, path, keep_prev: bool = True) -> Path:
     state.setdefault("format", FORMAT)
     state.setdefault("version", VERSION)
     state.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    state.setdefault("torch_version", torch.__version__)
+    state.setdefault("torch_version", str(torch.__version__))
     if keep_prev:
         _keep_previous(path, prev_path(path))
     return atomic_save(state, path)
@@ -225,9 +225,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: not a torch.save "
+                              "zip archive)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torn zip, pickle error, wrong file type...
+        text = str(e)
+        if "Weights only load failed" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if "Unpickler error" in ln), "")
+            raise CheckpointError(f"{path}: holds Python objects beyond plain tensors/data, not loaded "
+                                  f"for safety ({detail[:160]})") from None
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {_short(e)})") \
             from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

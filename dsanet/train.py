@@ -82,12 +82,11 @@ class TrainConfig:
     grad_clip: float = 0.0          # 0: off
     mu: float = 0.1                 # FFT loss weight
     fft: str = "l1"                 # l1 (MIMO-UNet style) | mse (the paper's formula)
-    init: str = "kaiming"           # kaiming | default
     augment: bool = True
     seed: int = 0
     workers: int = 2
     amp: str = "auto"               # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
-    channels_last: bool = True
+    channels_last: str = "auto"     # auto (on for CUDA, off for CPU) | on | off
     compile: bool = False
     device: str = "auto"
     val_every: int = 1000
@@ -227,10 +226,10 @@ def coerce(cfg: TrainConfig) -> TrainConfig:
         setattr(cfg, name, v)
     if cfg.amp not in ("auto", "bf16", "fp16", "none"):
         raise TrainingError(f"--amp {cfg.amp}: use auto, bf16, fp16 or none")
+    if cfg.channels_last not in ("auto", "on", "off"):
+        raise TrainingError(f"--channels-last {cfg.channels_last}: use auto, on or off")
     if cfg.fft not in ("l1", "mse"):
         raise TrainingError(f"--fft {cfg.fft}: use l1 or mse")
-    if cfg.init not in ("kaiming", "default"):
-        raise TrainingError(f"--init {cfg.init}: use kaiming or default")
     for name in ("batch", "accum", "crop", "log_every", "val_every", "ckpt_every"):
         if getattr(cfg, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be >= 1")
@@ -263,13 +262,6 @@ def expand_shards(items) -> list[str]:
                 raise DataError(f"{it}: no such file")
             out.append(str(it))
     return out
-
-
-def kaiming_init(net: torch.nn.Module):
-    """Kaiming-normal (fan_in, ReLU gain) weights for every conv / transposed conv; biases kept."""
-    for m in net.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            torch.nn.init.kaiming_normal_(m.weight, a=0.0, mode="fan_in", nonlinearity="relu")
 
 
 def lr_factor(step: int, cfg: TrainConfig, total: int) -> float:
@@ -488,9 +480,7 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
     random.seed(cfg.seed + dd.rank)
     np.random.seed((cfg.seed + 7919 * dd.rank) % 2**32)
     torch.manual_seed(cfg.seed)     # identical initial weights on every rank
-    net = DSANet(mcfg)
-    if cfg.init == "kaiming":
-        kaiming_init(net)
+    net = DSANet(mcfg)            # Kaiming-normal initialisation (DSANet.reset_parameters)
     if cfg.init_from and state is None:
         from .checkpoint import load_weights
         sd, icfg, _ = load_weights(cfg.init_from)
@@ -498,7 +488,8 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
             raise CheckpointError(f"--init-from {cfg.init_from}: its model config differs from this run's")
         net.load_state_dict(sd)
     torch.manual_seed(cfg.seed * 1000003 + dd.rank)  # per-rank stream for anything random in training
-    mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    use_cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    mem = torch.channels_last if use_cl else torch.contiguous_format
     net = net.to(device, memory_format=mem)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                            weight_decay=cfg.weight_decay)
@@ -597,8 +588,8 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
         while step < stop_at:
             for micro in range(cfg.accum):
                 blur, sharp, _ = next(it)
-                x = to_model_input(blur, device, cfg.channels_last)
-                y = to_model_input(sharp, device, cfg.channels_last)
+                x = to_model_input(blur, device, use_cl)
+                y = to_model_input(sharp, device, use_cl)
                 sync_ctx = ddp.no_sync() if (dd.enabled and micro < cfg.accum - 1) else _nullctx()
                 with sync_ctx:
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -650,7 +641,7 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
             is_end = step == stop_at
             if val_loader is not None and (step % cfg.val_every == 0 or step == total):
                 check_finite()
-                res = validate(raw, val_loader, val_labels, device, amp_dtype, cfg.channels_last)
+                res = validate(raw, val_loader, val_labels, device, amp_dtype, use_cl)
                 last_val = res
                 a = res.get("all", {})
                 improved = a.get("psnr", -math.inf) > best
@@ -680,7 +671,7 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
         del it
 
     summary.update({"step": step, "total_steps": total, "best_psnr": best if best > -math.inf else None,
-                    "val": last_val, "out": str(out)})
+                    "val": last_val, "out": str(out), "model": raw})
     if step >= total and dd.main:
         export_weights(raw.state_dict(), dataclasses.asdict(mcfg), out,
                        extra={"step": step, "shards_fingerprint": fingerprint, "val": last_val,
@@ -718,12 +709,6 @@ def _parse_model_opts(items) -> dict:
     return out
 
 
-# click option name -> TrainConfig field (same name with dashes unless listed)
-_FLAG_FIELDS = ["shards", "val_shards", "out", "windows", "val_windows", "tiny", "steps", "epochs",
-                "batch", "accum", "crop", "lr", "lr_min", "warmup", "beta1", "beta2", "weight_decay",
-                "grad_clip", "mu", "fft", "init", "augment", "seed", "workers", "amp", "channels_last",
-                "compile", "device", "val_every", "val_crop", "val_max", "ckpt_every", "log_every",
-                "stop_after", "init_from", "allow_new_shards", "find_unused", "progress", "tensorboard"]
 
 D = TrainConfig()
 
@@ -765,15 +750,14 @@ D = TrainConfig()
 @click.option("--fft", type=click.Choice(["l1", "mse"]), default=D.fft, show_default=True,
               help="FFT loss: l1 on real/imag parts, or mse (the paper's formula; by Parseval a "
                    "multiple of the pixel MSE).")
-@click.option("--init", type=click.Choice(["kaiming", "default"]), default=D.init, show_default=True,
-              help="Weight initialisation (the paper: Kaiming).")
 @click.option("--augment/--no-augment", default=D.augment, show_default=True,
               help="Random flips and 90-degree rotations.")
 @click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option("--workers", type=int, default=D.workers, show_default=True, help="Data loader workers per process.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default=D.amp, show_default=True,
               help="Mixed precision: auto = bf16 on CUDA, none on CPU; fp16 uses a GradScaler.")
-@click.option("--channels-last/--no-channels-last", default=D.channels_last, show_default=True)
+@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default=D.channels_last,
+              show_default=True, help="channels_last memory format (auto: on for CUDA, off for CPU).")
 @click.option("--compile", is_flag=True, default=D.compile, help="torch.compile the model.")
 @click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N steps.")

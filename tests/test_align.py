@@ -294,11 +294,12 @@ def test_align_cli_errors_are_one_line(tmp_path):
 
 
 KILL_SCRIPT = """
-import sys
+import sys, time
 from blurforge.align import align_shard
 
 def tick(done, total):
     print(done, total, flush=True)
+    time.sleep(0.05)   # pace the run so that the kill surely lands mid-way
 
 align_shard(sys.argv[1], progress=tick)
 print("finished", flush=True)

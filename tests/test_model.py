@@ -77,6 +77,16 @@ def test_output_shapes_at_every_scale_for_odd_sizes(scales):
     assert [tuple(p.shape[-2:]) for p in net.pyramid(x)] == expect
 
 
+@pytest.mark.parametrize("name", ["1Ed", "2Ed", "3Ed"])
+@pytest.mark.parametrize("convlstm", [True, False])
+def test_ablations_run_on_odd_sizes(name, convlstm):
+    cfg = DSANetConfig.ablation(name, width=8, blocks=1, kernel_size=3, convlstm=convlstm)
+    assert cfg.size_multiple == 2 ** (cfg.stages + 2)
+    with torch.no_grad():
+        outs = DSANet(cfg)(torch.rand(1, 3, 29, 41))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(8, 11), (15, 21), (29, 41)]
+
+
 def test_default_config_runs_on_an_odd_size():
     torch.manual_seed(0)
     net = DSANet().eval()
@@ -86,7 +96,7 @@ def test_default_config_runs_on_an_odd_size():
     assert [tuple(o.shape[-2:]) for o in outs] == [(12, 16), (23, 31), (45, 61)]
     # initialised near the identity: each restored image starts close to its blurred input
     for o, b in zip(outs, net.pyramid(x)):
-        assert (o - b).abs().mean() < 0.15
+        assert (o - b).abs().mean() < 0.05
 
 
 def test_padding_is_replicate_and_output_is_cropped(tiny_net):
@@ -190,7 +200,7 @@ def test_tiny_network_overfits_one_blurred_pair():
     crit = MultiScaleLoss(mu=0.1, fft="l1")
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
-    for _ in range(150):
+    for _ in range(250):
         loss = crit(net(blur), sharp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
