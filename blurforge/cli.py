@@ -206,8 +206,11 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
     results, failures = [], []
     if jobs > 1 and len(mine) > 1:
         import concurrent.futures as cf
+        import multiprocessing
 
-        with cf.ProcessPoolExecutor(max_workers=jobs) as pool:
+        # spawn, not fork: a forked child inherits OpenCV's thread pool in an unusable state
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             outcomes = pool.map(_extract_job, [(c, opts) for c in mine])
             with _progress(len(mine), "clips", quiet, unit="clip") as bar:
                 for clip, (summary, warns, err) in zip(mine, outcomes):
@@ -262,3 +265,7 @@ main.add_command(align_cmd)
 main.add_command(inspect_cmd)
 main.add_command(verify_cmd)
 main.add_command(import_group)
+
+
+if __name__ == "__main__":
+    main()

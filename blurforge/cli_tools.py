@@ -130,8 +130,13 @@ def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, qui
     results, failures = [], []
     if jobs > 1 and len(shards) > 1:
         import concurrent.futures as cf
+        import multiprocessing
 
-        with cf.ProcessPoolExecutor(max_workers=jobs) as pool, _bar(len(shards), "align", quiet, "shard") as bar:
+        # spawn, not fork: a forked child inherits OpenCV's thread pool from a parent that has
+        # already used it and can hang in its first parallel call
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(shards)), mp_context=ctx) as pool, \
+                _bar(len(shards), "align", quiet, "shard") as bar:
             for p, (s, err) in zip(shards, pool.map(_align_job, [(p, kw) for p in shards])):
                 bar.update(1)
                 if s:
