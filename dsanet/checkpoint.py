@@ -13,7 +13,8 @@ Every file is written as ``.NAME.tmp-PID`` in the same folder, flushed, fsync'ed
 the target (``os.replace``), then the folder is fsync'ed: a crash or kill at any moment leaves
 either the old or the new file, never a torn one. Before ``last.pt`` is replaced, the current one
 is hard-linked (copied where links are impossible) to ``last.prev.pt``, so one older good
-checkpoint always exists; :func:`load_resume` falls back to it when ``last.pt`` is unreadable.
+checkpoint always exists; :func:`load_resume` falls back to it when ``last.pt`` is unreadable
+(and to ``best.pt`` after that).
 
 Exported weights (for ``dsanet-deblur``/``dsanet-eval``): ``model.safetensors`` (the state_dict)
 and ``config.json`` beside it (``{"format": "dsanet-weights", "model": {...DSANetConfig...}, ...}``).
@@ -250,7 +251,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 def load_resume(out_dir, check=None, log=print):
-    """Load ``last.pt`` from ``out_dir`` or, if it is unusable, ``last.prev.pt``.
+    """Load ``last.pt`` from ``out_dir`` or, if it is unusable, ``last.prev.pt``, then ``best.pt``
+    (a full checkpoint too, from an earlier step).
 
     ``check(state, path)`` may raise CheckpointError for a mismatched checkpoint. Returns
     ``(state, path)``; raises CheckpointError naming every reason when neither works.
@@ -258,9 +260,11 @@ def load_resume(out_dir, check=None, log=print):
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
     reasons = []
-    for cand in (last, prev_path(last)):
+    cands = [last, prev_path(last), out_dir / "best.pt"]
+    for k, cand in enumerate(cands):
         if not cand.exists():
-            reasons.append(f"{cand}: missing")
+            if cand != cands[-1]:
+                reasons.append(f"{cand}: missing")
             continue
         try:
             state = load_checkpoint(cand)
@@ -268,8 +272,8 @@ def load_resume(out_dir, check=None, log=print):
                 check(state, cand)
         except CheckpointError as e:
             reasons.append(str(e))
-            if cand == last:
-                log(f"warning: {e}; trying {prev_path(last).name}")
+            if k + 1 < len(cands):
+                log(f"warning: {e}; trying {cands[k + 1].name}")
             continue
         return state, cand
     raise CheckpointError("cannot resume: " + "; ".join(reasons))

@@ -2,8 +2,10 @@
 
 Training (:class:`CropDataset`): each item is a random ``crop x crop`` window cut at the same place
 from a blurred image and its sharp target, then flipped / rotated by a random element of the 8
-symmetries of the square. Which blur (``blur/36``, ``blur/73``, ``blur/gopro`` ...) an item uses is
-drawn with configurable per-label weights; where ``blurforge align`` wrote ``aligned/<W>`` that
+symmetries of the square. With ``focus`` > 0 that fraction of the crops is placed where the blur
+is: the best of 8 random windows by mean ``|blur - sharp|`` (a 1/16-scale map per pair). Which
+blur (``blur/36``, ``blur/73``, ``blur/gopro`` ...) an item uses is drawn with configurable
+per-label weights; where ``blurforge align`` wrote ``aligned/<W>`` that
 image is used instead of ``blur/<W>``, pairs flagged ``align/<W>/ok = False`` are skipped and crops
 stay clear of the invalid border ``align/<W>/margin``.
 
@@ -38,6 +40,8 @@ from blurforge.errors import BlurforgeError
 from blurforge.shards import ShardError, open_shard, window_labels
 
 MAX_OPEN = 64
+FOCUS_CANDIDATES = 8      # focused crops: best of this many random windows
+FOCUS_SCALE = 16          # ... scored on a 1/16-resolution map of |blur - sharp|
 
 
 class DataError(BlurforgeError):
@@ -377,8 +381,13 @@ class CropDataset(Dataset):
     """
 
     def __init__(self, index: ShardIndex, crop: int = 256, weights: dict[str, float] | None = None,
-                 seed: int = 0, rank: int = 0, augment: bool = True, epoch_len: int | None = None):
+                 seed: int = 0, rank: int = 0, augment: bool = True, epoch_len: int | None = None,
+                 focus: float = 0.0):
         self.index = index
+        self.focus = float(focus)
+        if not 0.0 <= self.focus <= 1.0:
+            raise DataError(f"focus {focus} must be between 0 and 1")
+        self._err_cache: OrderedDict = OrderedDict()
         self.crop = int(crop)
         if self.crop < 8:
             raise DataError(f"crop {crop} is too small")
@@ -416,12 +425,14 @@ class CropDataset(Dataset):
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_h"] = _Handles()
+        d["_err_cache"] = OrderedDict()
         return d
 
     def sample(self, g: int):
-        """The (label, shard, pair, y, x, symmetry) that item ``g`` reads; pure function of g."""
+        """The (label, shard, pair, y, x, symmetry) that item ``g`` reads: a function of g (and, for
+        focused crops, of the shard's pixels) only."""
         epoch, i = divmod(int(g), self.epoch_len)
-        u = np.random.default_rng([self.seed, self.rank, epoch, i]).random(5)
+        u = np.random.default_rng([self.seed, self.rank, epoch, i]).random(6 + 2 * FOCUS_CANDIDATES)
         li = min(int(np.searchsorted(self._cum, u[0], side="right")), len(self.labels) - 1)
         lab = self.labels[li]
         lp = self.index.pairs[lab]
@@ -433,7 +444,41 @@ class CropDataset(Dataset):
         y = m + min(int(u[2] * ny), ny - 1)
         x = m + min(int(u[3] * nx), nx - 1)
         code = min(int(u[4] * 8), 7) if self.augment else 0
+        if self.focus > 0 and u[5] < self.focus and (ny > 1 or nx > 1):
+            # best of FOCUS_CANDIDATES random windows by mean |blur - sharp| (coarse map, O(1) each)
+            integ, f = self._error_map(lab, s, p)
+            ys = m + np.minimum((u[6::2] * ny).astype(int), ny - 1)
+            xs = m + np.minimum((u[7::2] * nx).astype(int), nx - 1)
+            y0, x0 = ys // f, xs // f
+            y1 = np.maximum(y0 + 1, (ys + c) // f)
+            x1 = np.maximum(x0 + 1, (xs + c) // f)
+            score = integ[y1, x1] - integ[y0, x1] - integ[y1, x0] + integ[y0, x0]
+            j = int(np.argmax(score))
+            y, x = int(ys[j]), int(xs[j])
         return lab, s, p, y, x, code
+
+    def _error_map(self, lab, s, p):
+        """Integral image of mean |blur - sharp| at 1/FOCUS_SCALE resolution (cached per process)."""
+        key = (lab, s, p)
+        hit = self._err_cache.get(key)
+        if hit is not None:
+            self._err_cache.move_to_end(key)
+            return hit
+        info = self.index.shards[s]
+        h, w = info.height, info.width
+        b = self._h.reader(info.path, info.source[lab]).read(p, 0, 0, h, w)
+        sh = self._h.reader(info.path, "sharp").read(p, 0, 0, h, w)
+        diff = cv2.absdiff(b, sh).astype(np.float32).mean(axis=2)
+        f = FOCUS_SCALE
+        small = cv2.resize(diff, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+        integ = cv2.integral(small, sdepth=cv2.CV_64F)
+        # coordinates beyond the coarse map (image size not a multiple of f) clamp to its edge
+        integ = np.pad(integ, ((0, h // f + 2 - integ.shape[0] + 1), (0, w // f + 2 - integ.shape[1] + 1)),
+                       mode="edge")
+        self._err_cache[key] = (integ, f)
+        while len(self._err_cache) > 4096:
+            self._err_cache.popitem(last=False)
+        return integ, f
 
     def _read(self, g, blur_dst=None, sharp_dst=None):
         lab, s, p, y, x, code = self.sample(g)
@@ -534,6 +579,19 @@ class CropLoader:
                 yield item
 
 
+def _pool_slots(workers: int, want: int, batch: int, crop: int) -> int:
+    """Slots per worker that fit in half of the free shared memory (Docker's /dev/shm is often
+    64 MB); 0 = no pool (plain per-batch shared memory, as PyTorch does)."""
+    per_slot = 2 * batch * crop * crop * 3
+    try:
+        st = os.statvfs("/dev/shm")
+        free = st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        return want
+    fit = int(free // 2 // max(1, per_slot * workers))
+    return min(want, fit) if fit >= 2 else 0
+
+
 def make_loader(ds: "CropDataset", batch: int, start_step: int = 0, workers: int = 0,
                 stop_step: int | None = None, pin_memory: bool = False, prefetch: int = 4) -> CropLoader:
     """Batches ``(blur, sharp, labels)`` of uint8 ``[B, crop, crop, 3]`` tensors for steps
@@ -541,8 +599,10 @@ def make_loader(ds: "CropDataset", batch: int, start_step: int = 0, workers: int
     ``workers``; with workers the pixels come through a reusable shared-memory :class:`SlotPool`."""
     pool = None
     if workers > 0:
-        ds = copy.copy(ds)
-        ds._pool = pool = SlotPool(workers, prefetch + 2, batch, ds.crop)
+        per_worker = _pool_slots(workers, prefetch + 2, batch, ds.crop)
+        if per_worker:
+            ds = copy.copy(ds)
+            ds._pool = pool = SlotPool(workers, per_worker, batch, ds.crop)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=StepBatchSampler(batch, start_step, stop_step), num_workers=workers,
         collate_fn=collate, pin_memory=False, prefetch_factor=prefetch if workers > 0 else None)

@@ -31,10 +31,17 @@ import torch.distributed as dist
 
 from blurforge.errors import BlurforgeError
 
-from .checkpoint import (CheckpointError, export_weights, friendly, greedy_command, load_resume, rng_state,
-                         save_checkpoint, set_rng_state)
-from .data import (CropDataset, DataError, PairDataset, ShardIndex, make_loader, parse_windows,
-                   to_model_input)
+from .checkpoint import (
+    CheckpointError,
+    export_weights,
+    friendly,
+    greedy_command,
+    load_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .data import CropDataset, DataError, PairDataset, ShardIndex, make_loader, parse_windows, to_model_input
 from .metrics import MetricSums, psnr, quantize, ssim
 
 # names resolved lazily so that this module imports before dsanet.model exists / in tests
@@ -44,7 +51,8 @@ DSANet = DSANetConfig = MultiScaleLoss = None
 def _import_model():
     global DSANet, DSANetConfig, MultiScaleLoss
     if DSANet is None or DSANetConfig is None:
-        from .model import DSANet as _N, DSANetConfig as _C
+        from .model import DSANet as _N
+        from .model import DSANetConfig as _C
         DSANet, DSANetConfig = _N, _C
     if MultiScaleLoss is None:
         from .losses import MultiScaleLoss as _L
@@ -83,6 +91,7 @@ class TrainConfig:
     mu: float = 0.1                 # FFT loss weight
     fft: str = "l1"                 # l1 (MIMO-UNet style) | mse (the paper's formula)
     augment: bool = True
+    focus: float = 0.0              # fraction of crops placed where |blur - sharp| is largest
     seed: int = 0
     workers: int = 2
     amp: str = "auto"               # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
@@ -97,6 +106,7 @@ class TrainConfig:
     stop_after: int = 0             # stop (as if interrupted) after this step; 0: run to the end
     init_from: str = ""             # start from these weights (fine-tuning); not a resume
     allow_new_shards: bool = False  # resume even though the shard list changed
+    overwrite: bool = False         # start afresh in an OUT that already holds a run
     find_unused: bool = False       # DDP find_unused_parameters
     progress: bool = True
     tensorboard: bool = True        # used when the tensorboard package is installed
@@ -117,10 +127,10 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # keys that make a checkpoint incompatible when they change on --resume
-RESUME_FIXED = ("crop", "batch", "accum", "seed", "windows", "augment", "mu", "fft")
+RESUME_FIXED = ("crop", "batch", "accum", "seed", "windows", "augment", "focus", "mu", "fft")
 # keys a resumed run never takes from the checkpoint (they describe this invocation only)
-RUN_ONLY = ("shards", "val_shards", "out", "stop_after", "init_from", "allow_new_shards", "progress",
-            "device")
+RUN_ONLY = ("shards", "val_shards", "out", "stop_after", "init_from", "allow_new_shards", "overwrite",
+            "progress", "device")
 
 
 def _toml_value(v):
@@ -425,12 +435,24 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
 
     # ---- resume: the checkpoint's config is the base; this run's explicit settings override
     state, ckpt_path = None, None
+    if not resume and not cfg.overwrite and ((out / "last.pt").exists() or (out / "last.prev.pt").exists()):
+        raise TrainingError(f"{out} already holds a run (last.pt); use --resume to continue it, "
+                            "--overwrite to start over, or another --out")
     if resume:
         def check(st, path):
             if st.get("config", {}).get("model") is None:
                 raise CheckpointError(f"{path}: checkpoint has no model config")
         state, ckpt_path = load_resume(out, check=check, log=say)
         saved = state["config"]
+        if ckpt_path.name != "last.pt" and (out / "last.pt").exists():
+            dd.barrier()
+            if dd.main:   # keep the unreadable file aside so the next save cannot rotate it into last.prev.pt
+                os.replace(out / "last.pt", out / "last.corrupt.pt")
+                say("note: moved the unreadable last.pt to last.corrupt.pt")
+            dd.barrier()
+        if "steps" in getattr(cfg, "_explicit", set()) and saved.get("steps") not in (None, cfg.steps):
+            say(f"note: --steps changed from {saved.get('steps')} to {cfg.steps}; the cosine schedule is "
+                "recomputed for the new length from this step on")
         for k in RESUME_FIXED:
             if k in saved and saved[k] != getattr(cfg, k) and k in getattr(cfg, "_explicit", set()):
                 raise CheckpointError(f"{ckpt_path}: checkpoint was trained with {k}={saved[k]!r}, "
@@ -457,7 +479,7 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
                                   "pass --allow-new-shards to continue on these")
 
     train_ds = CropDataset(index, crop=cfg.crop, weights=weights, seed=cfg.seed, rank=dd.rank,
-                           augment=cfg.augment)
+                           augment=cfg.augment, focus=cfg.focus)
     global_batch = cfg.batch * cfg.accum * dd.world
     total = cfg.steps or max(1, math.ceil(cfg.epochs * index.num_pairs() / global_batch))
 
@@ -663,7 +685,7 @@ def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
                 if dd.main:
                     save_checkpoint(st, out / "last.pt")
     except StopIteration:  # pragma: no cover - the sampler is endless
-        raise TrainingError("data loader ended unexpectedly")
+        raise TrainingError("data loader ended unexpectedly") from None
     finally:
         bar.close()
         if mlog:
@@ -748,10 +770,13 @@ D = TrainConfig()
               help="Clip the gradient norm to this (0 = off).")
 @click.option("--mu", type=float, default=D.mu, show_default=True, help="Weight of the FFT loss.")
 @click.option("--fft", type=click.Choice(["l1", "mse"]), default=D.fft, show_default=True,
-              help="FFT loss: l1 on real/imag parts, or mse (the paper's formula; by Parseval a "
-                   "multiple of the pixel MSE).")
+              help="FFT loss: l1 on real/imag parts (MIMO-UNet), or mse (the paper's formula; with "
+                   "the orthonormal FFT it equals the pixel MSE, by Parseval).")
 @click.option("--augment/--no-augment", default=D.augment, show_default=True,
               help="Random flips and 90-degree rotations.")
+@click.option("--focus", type=float, default=D.focus, show_default=True,
+              help="Fraction of crops placed where the blur is (best of 8 random windows by mean "
+                   "|blur - sharp|); 0 = uniform crops as in the paper.")
 @click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option("--workers", type=int, default=D.workers, show_default=True, help="Data loader workers per process.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default=D.amp, show_default=True,
@@ -778,6 +803,8 @@ D = TrainConfig()
               help="Start from these weights (.pt or model.safetensors) with a fresh optimizer: fine-tuning.")
 @click.option("--allow-new-shards", is_flag=True, default=D.allow_new_shards,
               help="Let --resume continue on a different shard list.")
+@click.option("--overwrite", is_flag=True, default=D.overwrite,
+              help="Start a new run in an OUT that already holds one (its checkpoints are replaced).")
 @click.option("--find-unused", is_flag=True, default=D.find_unused, help="DDP find_unused_parameters.")
 @click.option("--progress/--no-progress", default=D.progress, show_default=True, help="tqdm progress bar.")
 @click.option("--tensorboard/--no-tensorboard", default=D.tensorboard, show_default=True,
@@ -792,12 +819,32 @@ def main(ctx, config_file, model_opts, resume, **kw):
       dsanet-train --shards data/*.h5 --val-shards val/*.h5 --out runs/base
       dsanet-train --shards data/ --tiny --crop 128 --batch 4 --steps 2000 --out runs/cpu
       dsanet-train --resume --out runs/base          # continue an interrupted run
-      torchrun --standalone --nproc_per_node 4 -m dsanet.train --shards data/*.h5 --out runs/x4
+      dsanet-train --config runs/base/train.toml --out runs/again --lr 1e-4
+
+    Paper recipe by default: Adam, lr 2e-4 cosine-annealed to 1e-6, 256x256 crops with flips and
+    90-degree rotations, Kaiming initialisation, multi-scale MSE + 0.1 x FFT loss, 4000 epochs.
+
+    \b
+    Several GPUs / machines (torchrun; --batch is per GPU):
+      torchrun --standalone --nproc_per_node 4 -m dsanet.train --shards data/*.h5 --batch 4 --out runs/x4
+      torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
+               --rdzv_id dsanet1 -m dsanet.train --shards data/*.h5 --batch 2 --out runs/x16
+    (the same command on every node; OUT must be on a shared filesystem for --resume).
+
+    \b
+    Scaling: global batch = --batch x GPUs x --accum; the reference is 16 (8 per GPU on the
+    paper's 2 GPUs). Keep it at 16 (e.g. 1 GPU: --batch 16, or --batch 8 --accum 2; 4 GPUs:
+    --batch 4) and lr and steps stay as they are. If you raise it k-fold instead, steps fall k-fold
+    by themselves with --epochs (fix them yourself with --steps) and raise --lr by sqrt(k) with
+    a --warmup of ~1000 steps (Adam); lower it by sqrt(k) when you shrink the batch.
 
     Outputs in OUT: train.toml (all settings), metrics.jsonl, last.pt / last.prev.pt / best.pt
     (by validation PSNR), and at the end model.safetensors + config.json for dsanet-deblur.
-    Validation reports PSNR and SSIM of restored vs sharp and of blurred vs sharp per window
-    label, on RGB uint8 without border crop (SSIM as scikit-image computes it, see dsanet-eval).
+    --resume continues from last.pt (last.prev.pt if last.pt is unreadable) with the same
+    crops, RNG states, optimizer and schedule. Validation reports PSNR and SSIM of restored vs
+    sharp and of blurred vs sharp per window label, on RGB uint8 without border crop (SSIM as
+    scikit-image computes it, see dsanet-eval). A NaN/inf loss stops the run (exit 1) and
+    keeps the last good checkpoint.
     """
     from click.core import ParameterSource
 

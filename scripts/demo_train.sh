@@ -3,7 +3,9 @@
 #
 #   scripts/demo_train.sh TRAIN_SHARD_DIR HELDOUT_SHARD_DIR [OUT_DIR]
 #
-# About 5 minutes on a 2-core CPU (DEMO_STEPS scales it). The last line printed is exactly
+# About 5 minutes on a 2-core CPU (DEMO_STEPS scales it; DEMO_PROCS=1 trains in one process).
+# Two single-threaded data-parallel processes (torchrun, gloo) are ~1.35x faster than one
+# process with two threads for a network this small. The last line printed is exactly
 #   held-out gain: +X.XX dB
 # = mean PSNR of the restored images minus mean PSNR of the blurred inputs, both against the sharp
 # images of the held-out shards (RGB uint8, no border crop, every pair of every window label).
@@ -13,7 +15,9 @@ usage="usage: scripts/demo_train.sh TRAIN_SHARD_DIR HELDOUT_SHARD_DIR [OUT_DIR]"
 TRAIN=${1:?$usage}
 HELD=${2:?$usage}
 OUT=${3:-demo-out/train}
-STEPS=${DEMO_STEPS:-1500}
+STEPS=${DEMO_STEPS:-2000}
+CORES=$(nproc 2>/dev/null || echo 2)
+PROCS=${DEMO_PROCS:-$(( CORES >= 2 ? 2 : 1 ))}
 
 for d in "$TRAIN" "$HELD"; do
   if ! compgen -G "$d/*.h5" >/dev/null; then
@@ -39,11 +43,18 @@ RUN="$OUT/run"
 rm -rf "$RUN"
 start=$(date +%s)
 
-echo "== training a tiny DSANet on $TRAIN ($STEPS steps, CPU)"
-"$BIN/dsanet-train" --shards "$TRAIN" --out "$RUN" --tiny \
-  --crop 128 --batch 4 --steps "$STEPS" --lr 1e-3 --lr-min 1e-5 \
-  --workers 0 --device cpu --log-every 100 --ckpt-every 500 --val-every 1000000 \
-  --no-tensorboard "$PROGRESS"
+# Tiny DSANet at width 16 (as fast as width 12 on CPU: small convolutions are overhead-bound),
+# started as the identity (residual branches zero-initialised), half of the crops placed where
+# the blur is, Adam 2e-3 with a short warm-up, cosine to 1e-5. Global batch 4 x 128 px.
+TRAIN_ARGS=(--shards "$TRAIN" --out "$RUN" --tiny --model-opt width=16 --model-opt residual_init=0.0
+  --focus 0.5 --crop 128 --batch $(( 4 / PROCS )) --steps "$STEPS" --lr 2e-3 --warmup 100 --lr-min 1e-5
+  --workers 0 --device cpu --log-every 100 --ckpt-every 500 --val-every 1000000 --no-tensorboard "$PROGRESS")
+echo "== training a tiny DSANet on $TRAIN ($STEPS steps, CPU, $PROCS process(es))"
+if [ "$PROCS" -gt 1 ] && [ -x "$BIN/torchrun" ]; then
+  OMP_NUM_THREADS=1 "$BIN/torchrun" --standalone --nproc_per_node "$PROCS" -m dsanet.train "${TRAIN_ARGS[@]}"
+else
+  "$BIN/dsanet-train" "${TRAIN_ARGS[@]}"
+fi
 trained=$(date +%s)
 
 echo "== evaluating on held-out shards $HELD"
@@ -73,7 +84,6 @@ echo "training $((trained - start)) s, total $((end - start)) s; outputs in $OUT
 
 "$PY" - "$OUT/heldout.json" <<'PYEOF'
 import json, sys
-rep = json.load(open(sys.argv[1]))
-a = rep["all"]
+a = json.load(open(sys.argv[1]))["all"]
 print(f"held-out gain: {a['psnr'] - a['psnr_blur']:+.2f} dB")
 PYEOF

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from blurforge.shards import ShardWriter
-from dsanet.data import (CropDataset, DataError, PairDataset, ShardIndex, make_loader, parse_windows,
-                         to_model_input)
-
+from dsanet.data import CropDataset, DataError, PairDataset, ShardIndex, make_loader, parse_windows, to_model_input
 
 # ----------------------------------------------------------------------------------------------
 # helpers (shared with the other test files)
@@ -208,3 +206,22 @@ def test_validation_centre_crops_and_parts(tmp_path):
     t = to_model_input(torch.stack([b, b]))
     assert t.shape == (2, 3, 40, 40) and t.is_contiguous(memory_format=torch.channels_last)
     assert float(t.max()) <= 1.0
+
+
+def test_focus_places_crops_where_the_blur_is(tmp_path):
+    imgs = smooth_images(3, 128, 192, seed=4)
+    blurs = []
+    for im in imgs:
+        b = im.copy()
+        b[32:96, 120:184] = box_blur(im, 15)[32:96, 120:184]     # blur only in one region
+        blurs.append(b)
+    p = make_shard(tmp_path / "f.h5", imgs, {"15": blurs})
+    idx = ShardIndex([p])
+
+    def mean_err(ds):
+        return np.mean([np.abs(ds[g][0].numpy().astype(int) - ds[g][1].numpy()).mean() for g in range(60)])
+    uniform = CropDataset(idx, crop=48, seed=0)
+    focused = CropDataset(idx, crop=48, seed=0, focus=1.0)
+    assert mean_err(focused) > 2 * mean_err(uniform)
+    assert [focused.sample(g) for g in range(20)] == [CropDataset(idx, crop=48, seed=0, focus=1.0).sample(g)
+                                                       for g in range(20)]

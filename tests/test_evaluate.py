@@ -10,12 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from test_data import box_blur, make_shard, smooth_images
 
 from dsanet.checkpoint import build_model, export_weights
 from dsanet.evaluate import main, score_aligned
 from dsanet.infer import restore_array, to_codes
 from dsanet.model import DSANet, DSANetConfig
-from test_data import box_blur, make_shard, smooth_images
 
 
 def sk(a, b):

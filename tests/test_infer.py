@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_data import smooth_images
 
 from dsanet.checkpoint import CheckpointError, build_model, export_weights, save_checkpoint
 from dsanet.infer import main, restore_array, restore_tensor
 from dsanet.model import DSANet, DSANetConfig
-from test_data import smooth_images
 
 
 class LocalNet(torch.nn.Module):

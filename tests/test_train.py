@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_data import box_blur, make_shard, smooth_images
 
 import dsanet.checkpoint as ckpt_mod
 import dsanet.train as train_mod
 from dsanet.checkpoint import CheckpointError, load_checkpoint, load_resume, save_checkpoint
 from dsanet.train import TrainConfig, TrainingError, main, read_config_file, run, to_toml
-from test_data import box_blur, make_shard, smooth_images
 
 SMALL = {"width": 4, "blocks": 1, "kernel_size": 3}
 
@@ -114,6 +114,9 @@ def test_resume_rejects_mismatch(shards, tmp_path):
                        {"9": smooth_images(2, 64, 64, seed=8)})
     with pytest.raises(CheckpointError, match="different shard list"):
         run(cfg_for(shards, tmp_path / "r", shards=[str(other)], windows="9", val_shards=[]), resume=True)
+    with pytest.raises(TrainingError, match="already holds a run"):       # no silent clobbering
+        run(cfg_for(shards, tmp_path / "r", steps=2, val_shards=[]))
+    assert run(cfg_for(shards, tmp_path / "r", steps=1, val_shards=[], overwrite=True))["step"] == 1
 
 
 class NanAt(torch.nn.Module):
