@@ -137,7 +137,7 @@ def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, qui
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=min(jobs, len(shards)), mp_context=ctx) as pool, \
                 _bar(len(shards), "align", quiet, "shard") as bar:
-            for p, (s, err) in zip(shards, pool.map(_align_job, [(p, kw) for p in shards])):
+            for _p, (s, err) in zip(shards, pool.map(_align_job, [(p, kw) for p in shards])):
                 bar.update(1)
                 if s:
                     results.append(s)

@@ -96,7 +96,7 @@ def test_pairs_import_by_relative_path_reds_layout(tmp_path):
     with h5py.File(tmp_path / "o/reds.h5", "r") as f:
         assert f.attrs["kind"] == "pairs" and f.attrs["split"] == "train"
         assert [n.decode() for n in f["meta/name"][()]] == [t[0] for t in truth]
-        for i, (rel, blur, sharp) in enumerate(truth):
+        for i, (_rel, blur, sharp) in enumerate(truth):
             np.testing.assert_array_equal(f["blur/reds"][i], blur)
             np.testing.assert_array_equal(f["sharp"][i], sharp)
     assert verify_shard(tmp_path / "o/reds.h5")["ok"]

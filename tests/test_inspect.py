@@ -6,11 +6,11 @@ import json
 import cv2
 import numpy as np
 from click.testing import CliRunner
+from test_align import euclid, make_pair, write_shard
 
 from blurforge.align import align_shard
 from blurforge.cli import main
 from blurforge.inspect import contact_sheet, heat_map, psnr, sample_indices, summarize
-from test_align import euclid, make_pair, write_shard
 
 
 def shard_with_meta(path, n=4, size=(128, 160)):
