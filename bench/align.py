@@ -156,13 +156,13 @@ def run_model(pairs, motion: str, reps: int) -> dict:
     res = {"pyramid": [], "full_res": [], "end_to_end": []}
     for p in pairs:
         # each path builds its own reference, so each pays for its own pyramid
-        def pyr():
+        def pyr(p=p):
             return al.estimate_warp(al.prepare_reference(p["sharp"]), p["blur"], motion)
 
-        def full():
+        def full(p=p):
             return al.estimate_warp(al.prepare_reference(p["sharp"], levels=(1,)), p["blur"], motion)
 
-        def e2e():
+        def e2e(p=p):
             return al.align_pair(p["sharp"], p["blur"], motion)
 
         timed = _timed({"pyramid": pyr, "full_res": full, "end_to_end": e2e}, reps)
