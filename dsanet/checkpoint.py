@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,25 +48,17 @@ class CheckpointError(BlurforgeError):
 # ----------------------------------------------------------------------------------------------
 
 def friendly(fn):
-    """Turn user-facing failures into one line on stderr and exit status 1 (no traceback)."""
-    import click
+    """blurforge's one-line-error wrapper (``blurforge.cli.friendly``), plus out-of-memory advice."""
+    from blurforge.cli import friendly as one_line_errors
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def with_oom_advice(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except BlurforgeError as e:
-            raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
         except torch.OutOfMemoryError:
-            raise click.ClickException("out of GPU memory: lower --batch / --crop, or use --tile "
-                                       "for inference") from None
-        except OSError as e:
-            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            raise click.ClickException(f"{e.strerror or e}{where}") from None
-    return wrapper
+            raise BlurforgeError("out of GPU memory: lower --batch / --crop, or use --tile "
+                                 "for inference") from None
+    return one_line_errors(with_oom_advice)
 
 
 def spread_multi(args: list[str], names) -> list[str]:
