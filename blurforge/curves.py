@@ -37,15 +37,20 @@ class CameraCurve:
     def linearize(self, codes: np.ndarray) -> np.ndarray:
         return self.lut[codes]
 
-    def encode(self, linear: np.ndarray) -> np.ndarray:
+    def encode(self, linear: np.ndarray, inplace: bool = False) -> np.ndarray:
         """Linear light (float) -> rounded uint8 codes through the forward camera curve.
 
         gamma2.2 and linear use OpenCV's vectorised pow and saturating round (the slow part of a
         1080p window otherwise); other curves a 2^18-entry table of the forward curve.
+        ``inplace``: a float32 ``linear`` may be overwritten (saves two frame-sized temporaries).
         """
-        x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
+        x = np.asarray(linear, dtype=np.float32)
+        if inplace and x is linear:
+            np.clip(x, 0.0, 1.0, out=x)
+        else:
+            x = np.clip(x, 0.0, 1.0)
         if self.name == "gamma2.2":
-            return cv2.convertScaleAbs(cv2.pow(x, 1 / 2.2), alpha=255.0)
+            return cv2.convertScaleAbs(cv2.pow(x, 1 / 2.2, dst=x), alpha=255.0)
         if self.name == "linear":
             return cv2.convertScaleAbs(x, alpha=255.0)
         idx = (x * np.float32(_FINE - 1) + np.float32(0.5)).astype(np.int32)

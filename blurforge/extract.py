@@ -10,7 +10,9 @@ the pair is appended to the shard, which is renamed into place only when complet
 from __future__ import annotations
 
 import collections
+import collections.abc
 import os
+import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,79 @@ def _flicker_hz(opts: ExtractOptions) -> float | None:
     return {"auto": None, "off": 0.0, "100": 100.0, "120": 120.0}[str(opts.flicker)]
 
 
+class _RgbWindow(collections.abc.Sequence):
+    """A window's decoded frames, each converted to RGB only when the averaging reaches it and let
+    go of once read (the centre, read twice, is kept): a window in progress holds few frames."""
+
+    def __init__(self, frames, centre: int):
+        self.frames, self.centre, self._centre_rgb = list(frames), centre, None
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        if i == self.centre:
+            if self._centre_rgb is None:
+                self._centre_rgb = self.frames[i].rgb()
+            return self._centre_rgb
+        frame, self.frames[i] = self.frames[i], None
+        return frame.rgb()
+
+
+class _Background:
+    """Runs pair jobs (motion, averaging, shard row) one at a time beside decoding and analysis.
+
+    libav, OpenCV and HDF5 do their work outside the GIL, so averaging a window no longer stalls
+    the decoder while it waits. ``submit`` waits while a job runs, so at most one window's frames
+    are held beyond the ring and memory does not depend on the clip; a job's exception is raised
+    again in the caller at the next ``submit`` or at ``close``.
+    """
+
+    def __init__(self):
+        self.q: queue.Queue = queue.Queue()
+        self.idle = threading.Semaphore(1)
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            if self.error is None and not self.cancelled:
+                try:
+                    job[0](*job[1:])
+                except BaseException as e:  # noqa: B036 - handed to the caller
+                    self.error = e
+            del job
+            self.idle.release()
+
+    def _raise(self):
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, fn, *args):
+        self.idle.acquire()
+        self._raise()
+        self.q.put((fn, *args))
+
+    def close(self):
+        """Wait for every job; raise the first error one of them hit."""
+        if self.thread.is_alive():
+            self.q.put(None)
+            self.thread.join()
+        self._raise()
+
+    def cancel(self):
+        """Drop jobs not started and wait for the running one (before the shard is discarded)."""
+        self.cancelled = True
+        if self.thread.is_alive():
+            self.q.put(None)
+            self.thread.join()
+
+
 class _Hasher(threading.Thread):
     """sha256 of the source file, computed beside the decode (it is I/O, not CPU, bound)."""
 
@@ -129,8 +204,10 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     if not os.access(opts.out, os.W_OK):
         raise BlurforgeError(f"output folder {opts.out} is not writable")
 
-    reader = FrameReader(info)
     H = opts.max_half
+    picker = sh.CentrePicker(H, opts.min_distance)
+    ring_len = H + picker.lookahead + 1
+    reader = FrameReader(info)
     windows = opts.windows
     hasher = _Hasher(clip)
     hasher.start()
@@ -143,28 +220,39 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         wts = window_weights(w)
         ds.attrs.update(exposure_frames=w, frames=len(wts), weights=wts, exposure_s=w / info.fps)
 
-    picker = sh.CentrePicker(H, opts.min_distance)
-    ring: collections.deque = collections.deque(maxlen=H + picker.lookahead + 1)
+    # ring[i] = (decoded frame, motion-size grey); one frame more than a window needs before it,
+    # for the motion step into the window's first frame
+    ring: collections.deque = collections.deque(maxlen=ring_len + 1)
     bright: list[float] = []
-    motion: list[float] = [0.0]
     ghosted = 0
     flicker_hz = _flicker_hz(opts)
     chosen_hz: list[float] = []
     swings: list[float] = []
-    prev_small = prev_quarter = None
+    buffers: dict = {}  # float frames reused by every window's averaging
+    steps_px: dict[int, float] = {}  # motion from frame t-1 to t, measured only inside windows
+    prev_small = None
     scale = None
+    emitted = 0
 
-    def emit(c: int, first_ring_index: int):
+    def make_pair(c: int, lo: int, entries: list, bright_win: np.ndarray, score: float):
+        """Motion, gains, window averages and the shard row of centre c (runs in the background)."""
         nonlocal ghosted
-        frames = [ring[t - first_ring_index] for t in range(c - H, c + H + 1)]
-        gains, hz = window_gains(np.asarray(bright[c - H:c + H + 1]), info.fps, flicker_hz)
+        for k in [k for k in steps_px if k < lo]:
+            del steps_px[k]
+        for i in range(1, len(entries)):
+            if lo + i not in steps_px:
+                steps_px[lo + i] = sh.shift_px(entries[i - 1][1], entries[i][1], scale)
+        end = lo + len(entries)
+        frames = _RgbWindow([e[0] for e in entries[c - H - lo:c + H + 1 - lo]], H)
+        entries.clear()
+        gains, hz = window_gains(bright_win, info.fps, flicker_hz)
         chosen_hz.append(hz)
         swings.append(float(np.ptp(gains)) / 2)
-        blurs = average_windows(frames, gains, windows, curve)
-        meta = {"meta/sharpness": np.float32(picker.scores[c])}
+        blurs = average_windows(frames, gains, windows, curve, buffers)
+        meta = {"meta/sharpness": np.float32(score)}
         for w in windows:
             h = half_span(w)
-            steps = np.asarray(motion[c - h:c + h + 2])
+            steps = np.asarray([steps_px.get(t, 0.0) for t in range(c - h, min(c + h + 2, end))])
             mpx = float(np.max(np.median(np.stack([steps[:-2], steps[1:-1], steps[2:]]), axis=0)))
             ghost = mpx > opts.ghost_px
             ghosted += ghost
@@ -173,28 +261,35 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                          f"meta/{w}/motion_px": np.float32(mpx), f"meta/{w}/ghosting": bool(ghost)})
         writer.add(frames[H], {str(w): blurs[w] for w in windows}, center=c, meta=meta)
 
+    def emit(c: int):
+        nonlocal emitted
+        first = n - len(ring)
+        lo = max(first, c - H - 1)
+        entries = [ring[t - first] for t in range(lo, min(n, c + H + 2))]
+        worker.submit(make_pair, c, lo, entries, np.asarray(bright[c - H:c + H + 1]), picker.scores[c])
+        emitted += 1
+
     n = 0
+    worker = _Background()
     try:
         for frame in reader:
-            half, quarter, small = sh.grey_pyramid(frame)
+            half, quarter, small = sh.grey_pyramid(frame.grey_half())
+            scale = scale or reader.width / quarter.shape[1]
             bright.append(frame_brightness(small, curve.lut))
-            cut = False
-            if prev_small is not None:
-                scale = scale or frame.shape[1] / quarter.shape[1]
-                motion.append(sh.shift_px(prev_quarter, quarter, scale))
-                cut = sh.cut_score(prev_small, small) > opts.cut_threshold
-            prev_small, prev_quarter = small, quarter
-            ring.append(frame)
+            cut = prev_small is not None and sh.cut_score(prev_small, small) > opts.cut_threshold
+            prev_small = small
+            ring.append((frame, quarter))
             n += 1
             for c in picker.push(sh.tenengrad(half), cut):
-                emit(c, n - len(ring))
+                emit(c)
             if progress:
                 progress(n, writer.n)
-            if opts.max_pairs and writer.n >= opts.max_pairs:
+            if opts.max_pairs and emitted >= opts.max_pairs:
                 break
         else:
             for c in picker.finish():
-                emit(c, n - len(ring))
+                emit(c)
+        worker.close()
         if n < 2 * H + 1 and not reader.error:
             raise BlurforgeError(f"{clip}: {n} frames decoded, shorter than the largest window "
                                  f"({max(windows)} frames needs {2 * H + 1})")
@@ -211,12 +306,15 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                               stopped_at=n if reader.error else -1)
         writer.close()
     except ShardError:
+        worker.cancel()
         writer.abort()
         raise
     except OSError as e:
+        worker.cancel()
         writer.abort()
         raise BlurforgeError(f"cannot write {out_path}: {e.strerror or e}") from None
     except BaseException:
+        worker.cancel()
         writer.abort()
         raise
     if ghosted:

@@ -13,23 +13,26 @@ def _halve(img: np.ndarray) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def grey_pyramid(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-size grey uint8 (sharpness); a 240-479 px wide float32 copy (motion: phase correlation
-    cost grows with size, its sub-pixel accuracy does not need more); and half of that again
-    float32 (brightness, cuts) of an RGB frame."""
-    half = _halve(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+def grey_half(rgb: np.ndarray) -> np.ndarray:
+    """Half-size grey uint8 of an RGB frame (decoded frames give it from their luma plane)."""
+    return _halve(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def grey_pyramid(half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From a half-size grey uint8 frame (sharpness): a 240-479 px wide uint8 copy (motion: phase
+    correlation cost grows with size, its sub-pixel accuracy does not need more); and half of that
+    again, float32 (brightness, cuts)."""
     motion = half
     while motion.shape[1] >= 480:
         motion = _halve(motion)
-    return half, motion.astype(np.float32), _halve(motion).astype(np.float32)
+    return half, motion, _halve(motion).astype(np.float32)
 
 
 def tenengrad(grey: np.ndarray) -> float:
     """Mean squared Sobel gradient, divided by the squared mean level so flicker does not move it."""
-    gx = cv2.Sobel(grey, cv2.CV_16S, 1, 0, ksize=3)
-    gy = cv2.Sobel(grey, cv2.CV_16S, 0, 1, ksize=3)
+    gx, gy = cv2.spatialGradient(grey)  # 3x3 Sobel x and y in one pass
     energy = (cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR)) / grey.size
-    level = float(grey.mean()) + 1.0
+    level = cv2.mean(grey)[0] + 1.0
     return energy / (level * level)
 
 
@@ -52,8 +55,8 @@ def shift_px(prev_small: np.ndarray, small: np.ndarray, scale: float) -> float:
     key = small.shape
     if key not in _hann_cache:
         _hann_cache[key] = cv2.createHanningWindow((small.shape[1], small.shape[0]), cv2.CV_32F)
-    # phaseCorrelate windows its inputs in place: hand it copies
-    (dx, dy), _ = cv2.phaseCorrelate(prev_small.copy(), small.copy(), _hann_cache[key])
+    # phaseCorrelate windows its inputs in place: hand it float copies
+    (dx, dy), _ = cv2.phaseCorrelate(prev_small.astype(np.float32), small.astype(np.float32), _hann_cache[key])
     return float(np.hypot(dx, dy) * scale)
 
 
