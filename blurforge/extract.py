@@ -25,7 +25,7 @@ from .curves import load_curve
 from .errors import BlurforgeError
 from .photometric import frame_brightness, window_gains
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
-from .video import MIN_FPS, FrameReader, VideoInfo, probe
+from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory
 
 CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
 GHOST_PX = 1.0
@@ -204,6 +204,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     if not os.access(opts.out, os.W_OK):
         raise BlurforgeError(f"output folder {opts.out} is not writable")
 
+    reuse_freed_memory()
     H = opts.max_half
     picker = sh.CentrePicker(H, opts.min_distance)
     ring_len = H + picker.lookahead + 1
