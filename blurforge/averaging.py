@@ -30,12 +30,24 @@ def window_weights(window: int) -> np.ndarray:
     return w
 
 
+try:  # the optional C kernel (setup.py); OpenCV does the same, about 2x slower, without it
+    from ._linear import accumulate as _accumulate
+except ImportError:  # pragma: no cover - depends on the build
+    _accumulate = None
+
 STRIP_ROWS = 64
 
 
-def add_linear(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.ndarray) -> None:
-    """``acc += lut[frame]`` in place, a band of rows at a time: the float band stays in cache
-    instead of a whole float frame going out to memory and back (1.8x faster at 1080p)."""
+def add_linear(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.ndarray, fused: bool = True) -> None:
+    """``acc += lut[frame]`` in place (float32 ``acc``, uint8 ``frame``, 256-entry ``lut``).
+
+    With the C kernel: one fused pass. Without it (or ``fused=False``): OpenCV, a band of rows at
+    a time, so the float band stays in cache instead of a whole float frame going out to memory
+    and back (1.8x faster at 1080p than whole frames). Both add in the same order: same result.
+    """
+    if fused and _accumulate is not None and acc.flags.c_contiguous and frame.flags.c_contiguous:
+        _accumulate(acc, frame, np.ascontiguousarray(lut, np.float32))
+        return
     rows = tmp.shape[0]
     for y in range(0, frame.shape[0], rows):
         a = acc[y:y + rows]
@@ -87,12 +99,15 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     for k in range(1, len(edges)):  # S(edges[k]) accumulates into band k's buffer
         cv2.add(buffers[k], sums[edges[k - 1]], dst=buffers[k])
         sums[edges[k]] = buffers[k]
+    mean = buffers.get("mean")
+    if mean is None or mean.shape != sums[edges[0]].shape:
+        mean = buffers["mean"] = np.empty_like(sums[edges[0]])
     out = {}
     for w in windows:
         h = half_span(w)
         if w % 2:
-            mean = cv2.multiply(sums[h], 1.0 / w)
+            cv2.addWeighted(sums[h], 1.0 / w, sums[h], 0.0, 0.0, dst=mean)
         else:
-            mean = cv2.addWeighted(sums[h - 1], 0.5 / w, sums[h], 0.5 / w, 0.0)
+            cv2.addWeighted(sums[h - 1], 0.5 / w, sums[h], 0.5 / w, 0.0, dst=mean)
         out[w] = curve.encode(mean, inplace=True)
     return out

@@ -37,3 +37,19 @@ def test_constant_frames_average_to_themselves():
     f = np.full((4, 4, 3), 137, np.uint8)
     out = average_windows([f] * 7, np.ones(7), [6, 7], load_curve("gamma2.2"))
     assert (out[6] == 137).all() and (out[7] == 137).all()
+
+
+def test_fused_kernel_and_opencv_path_add_the_same():
+    """The C kernel (when built) and the OpenCV fallback both compute acc += lut[frame] exactly."""
+    from blurforge import averaging
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (131, 67, 3), dtype=np.uint8)  # rows not a multiple of the band
+    lut = (load_curve("srgb").lut / 1.03).astype(np.float32)
+    start = rng.uniform(0, 5, frame.shape).astype(np.float32)
+    tmp = np.empty((averaging.STRIP_ROWS,) + frame.shape[1:], np.float32)
+    fused, banded = start.copy(), start.copy()
+    averaging.add_linear(fused, frame, lut, tmp)
+    averaging.add_linear(banded, frame, lut, tmp, fused=False)
+    assert np.array_equal(banded, start + lut[frame])
+    assert np.array_equal(fused, banded)
