@@ -1,6 +1,7 @@
-"""Which decoder to stream with: frames/s to RGB numpy for our FrameReader (ffmpeg pipe with a
-reader thread), imageio-ffmpeg's read_frames and cv2.VideoCapture (+ BGR->RGB), each as a ratio
-to `ffmpeg -i clip -f null -` (the decode ceiling) on the same clip in the same run.
+"""Which decoder to stream with: frames/s of our FrameReader (PyAV in process: decoded frames with
+their luma plane, and with every frame also converted to RGB), an ffmpeg rgb24 pipe (what
+FrameReader used before), imageio-ffmpeg's read_frames and cv2.VideoCapture (+ BGR->RGB), each
+as a ratio to `ffmpeg -i clip -f null -` (the decode ceiling) on the same clip in the same run.
 
     python bench/decode.py [--size 1920x1080] [--frames 300] [--crf 16]
 """
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import imageio_ffmpeg  # noqa: E402
+import numpy as np  # noqa: E402
 
 from blurforge.synth import SynthConfig, synthesize  # noqa: E402
 from blurforge.video import FrameReader, ffmpeg_exe, probe  # noqa: E402
@@ -29,8 +31,32 @@ def timed(fn) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
-def ours(clip):
-    return sum(1 for _ in FrameReader(probe(clip)))
+def ours_luma(clip):
+    return sum(1 for f in FrameReader(probe(clip)) if f.grey_half() is not None)
+
+
+def ours_rgb(clip):
+    return sum(1 for f in FrameReader(probe(clip)) if f.rgb() is not None)
+
+
+def ffmpeg_pipe(clip):
+    info = probe(clip)
+    nbytes = info.width * info.height * 3
+    proc = subprocess.Popen([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip), "-f", "rawvideo",
+                             "-pix_fmt", "rgb24", "-"], stdout=subprocess.PIPE, bufsize=0)
+    n = 0
+    while True:
+        buf = np.empty(nbytes, np.uint8)
+        view, got = memoryview(buf), 0
+        while got < nbytes:
+            k = proc.stdout.readinto(view[got:])
+            if not k:
+                break
+            got += k
+        if got < nbytes:
+            proc.wait()
+            return n
+        n += 1
 
 
 def imageio(clip):
@@ -67,8 +93,9 @@ def main():
         synthesize(clip, SynthConfig(width=w, height=h, frames=args.frames, seed=1, crf=args.crf))
         out = {"size": args.size, "frames": args.frames, "crf": args.crf}
         fps = {}
-        for name, fn in (("ffmpeg_null", null), ("blurforge_reader", ours), ("imageio_ffmpeg", imageio),
-                         ("cv2_videocapture", opencv)):
+        for name, fn in (("ffmpeg_null", null), ("blurforge_reader_luma", ours_luma),
+                         ("blurforge_reader_rgb", ours_rgb), ("ffmpeg_rgb24_pipe", ffmpeg_pipe),
+                         ("imageio_ffmpeg", imageio), ("cv2_videocapture", opencv)):
             times = sorted(timed(lambda fn=fn: fn(clip))[0] for _ in range(args.repeats))
             fps[name] = args.frames / times[len(times) // 2]
         out["fps"] = {k: round(v, 1) for k, v in fps.items()}

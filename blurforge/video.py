@@ -9,6 +9,7 @@ Memory never depends on the clip length.
 """
 from __future__ import annotations
 
+import os
 import queue
 import re
 import subprocess
@@ -195,6 +196,10 @@ class FrameReader:
         except (av.FFmpegError, IndexError, OSError) as e:
             raise DecodeError(f"{self.info.path}: cannot decode: {e}") from None
         stream.thread_type = "AUTO"
+        # one decoding thread per core (libav's default adds one more): beside our own threads the
+        # extra one only adds switching and a few more frames in flight (bench/extract.py)
+        stream.codec_context.thread_count = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                else os.cpu_count() or 1)
         stream.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
