@@ -9,6 +9,7 @@ Memory never depends on the clip length.
 """
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import re
@@ -177,7 +178,8 @@ class FrameReader:
     ``crop_even`` drops a last odd row/column. After iteration, ``frames_read`` is the number of
     frames delivered and ``error`` says where and why decoding stopped if the stream was damaged:
     decoding stops at the first packet the decoder rejects or the first frame it flags corrupt
-    (like ``ffmpeg -xerror``), so no concealed, half-grey frame is ever delivered. A reader thread
+    (like ``ffmpeg -xerror``), and the few frames decoded just before a rejected packet are
+    dropped too, so no concealed, half-grey frame is ever delivered. A reader thread
     keeps at most ``prefetch`` frames in flight.
     """
 
@@ -205,20 +207,29 @@ class FrameReader:
         stop = threading.Event()
         END = object()
 
+        # With frame threads a damaged packet is reported a few packets later, after its frame
+        # may have come out: frames are handed on only once that many more have decoded cleanly,
+        # and the unconfirmed ones are dropped when an error comes.
+        delay = stream.codec_context.thread_count + 1
+
         def pump():
-            n = 0
+            n, pending = 0, collections.deque()
             try:
                 for fr in container.decode(stream):
                     if stop.is_set():
                         return
                     if fr.is_corrupt:
-                        q.put((END, f"frame {n} decoded corrupt"))
+                        q.put((END, f"frame {n + len(pending)} decoded corrupt"))
                         return
-                    q.put((fr, None))
-                    n += 1
+                    pending.append(fr)
+                    if len(pending) > delay:
+                        q.put((pending.popleft(), None))
+                        n += 1
+                while pending:
+                    q.put((pending.popleft(), None))
                 q.put((END, None))
             except av.FFmpegError as e:
-                q.put((END, f"decoder error after frame {n}: {e.strerror or e}"))
+                q.put((END, f"decoder error near frame {n + len(pending)}: {e.strerror or e}"))
             except Exception as e:  # pragma: no cover - torn down mid-read
                 q.put((END, f"{type(e).__name__}: {e}"))
 

@@ -1,0 +1,59 @@
+"""Decoding: the frames we average are the frames ffmpeg decodes; damage stops decoding."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import make_clip, transcode
+
+from blurforge import sharpness as sh
+from blurforge.video import FrameReader, ffmpeg_exe, probe
+
+
+def ffmpeg_rgb(path, width, height):
+    """Independent truth: the ffmpeg command line's own RGB24 output."""
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.mark.parametrize("tags", [[], ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"],
+                                  ["-pix_fmt", "yuvj420p", "-color_range", "pc"]])
+def test_rgb_is_what_ffmpeg_decodes(tmp_path, tags):
+    clip = make_clip(tmp_path / "c.mp4", frames=24)
+    src = transcode(clip, tmp_path / "t.mp4", "-c:v", "libx264", "-crf", "18", *tags) if tags else clip
+    info = probe(src)
+    ref = ffmpeg_rgb(src, info.width, info.height)
+    ours = [f.rgb() for f in FrameReader(info)]
+    assert len(ours) == len(ref) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(ours, ref))
+
+
+def test_grey_half_follows_rgb_grey(tmp_path):
+    """The luma-plane grey used for analysis is the RGB frame's grey, range and all (within codec
+    rounding), for video-range and full-range streams."""
+    clip = make_clip(tmp_path / "c.mp4", frames=8)
+    full = transcode(clip, tmp_path / "j.mp4", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuvj420p",
+                     "-color_range", "pc")
+    for src in (clip, full):
+        for f in FrameReader(probe(src)):
+            ours, ref = f.grey_half().astype(float), sh.grey_half(f.rgb()).astype(float)
+            assert abs(ours.mean() - ref.mean()) < 1.5
+            assert np.abs(ours - ref).mean() < 2.0
+
+
+def test_corrupt_packets_stop_decoding_before_the_damage(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=200)
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.integers(len(data) // 2, len(data) * 3 // 5, 40):
+        data[i] ^= 0xFF
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    good = [f.rgb() for f in FrameReader(probe(clip))]
+    reader = FrameReader(probe(bad))
+    got = [f.rgb() for f in reader]
+    assert reader.error and 0 < len(got) < 200
+    # every frame delivered is a clean decode: none is a concealed, damaged picture
+    assert all(np.array_equal(a, b) for a, b in zip(got, good))
