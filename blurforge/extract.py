@@ -274,14 +274,19 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     worker = _Background()
     try:
         for frame in reader:
-            half, quarter, small = sh.grey_pyramid(frame.grey_half())
+            # video-range luma as decoded: sharpness and motion do not depend on the range's scale;
+            # the small copy (brightness through the camera curve, cuts) is mapped to 0..255
+            half, quarter, small = sh.grey_pyramid(frame.grey_half(full_range=False))
+            black = 16.0 if frame.video_range else 0.0
+            if black:
+                small = (small - np.float32(black)) * np.float32(255 / 219)
             scale = scale or reader.width / quarter.shape[1]
             bright.append(frame_brightness(small, curve.lut))
             cut = prev_small is not None and sh.cut_score(prev_small, small) > opts.cut_threshold
             prev_small = small
             ring.append((frame, quarter))
             n += 1
-            for c in picker.push(sh.tenengrad(half), cut):
+            for c in picker.push(sh.tenengrad(half, black), cut):
                 emit(c)
             if progress:
                 progress(n, writer.n)

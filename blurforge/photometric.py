@@ -10,6 +10,7 @@ left out of the brightness.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 SAT_CODE = 245
@@ -18,12 +19,12 @@ DARK_CODE = 8
 
 def frame_brightness(small_grey_codes: np.ndarray, lut: np.ndarray) -> float:
     """Mean linear brightness of the unsaturated, non-black pixels of a small grey frame (codes)."""
-    codes = np.clip(np.rint(small_grey_codes), 0, 255).astype(np.uint8)
-    lin = lut[codes]
-    mask = (codes > DARK_CODE) & (codes < SAT_CODE)
-    if mask.sum() < 16:
+    codes = cv2.convertScaleAbs(cv2.max(np.asarray(small_grey_codes, np.float32), 0.0))  # round, saturate
+    lin = cv2.LUT(codes, np.asarray(lut, np.float64))
+    mask = cv2.inRange(codes, DARK_CODE + 1, SAT_CODE - 1)
+    if cv2.countNonZero(mask) < 16:
         return float(lin.mean()) + 1e-9
-    return float(lin[mask].mean())
+    return cv2.mean(lin, mask)[0]
 
 
 def _design(t: np.ndarray, fps: float, flicker_hz: float, harmonics: int = 2) -> tuple[np.ndarray, int]:

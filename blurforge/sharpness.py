@@ -28,11 +28,15 @@ def grey_pyramid(half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return half, motion, _halve(motion).astype(np.float32)
 
 
-def tenengrad(grey: np.ndarray) -> float:
-    """Mean squared Sobel gradient, divided by the squared mean level so flicker does not move it."""
+def tenengrad(grey: np.ndarray, black: float = 0.0) -> float:
+    """Mean squared Sobel gradient, divided by the squared mean level so flicker does not move it.
+
+    ``black``: the code of black (16 for video-range luma); the ratio does not depend on the
+    range's scale, so video-range luma needs no conversion first.
+    """
     gx, gy = cv2.spatialGradient(grey)  # 3x3 Sobel x and y in one pass
     energy = (cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR)) / grey.size
-    level = cv2.mean(grey)[0] + 1.0
+    level = cv2.mean(grey)[0] - black + 1.0
     return energy / (level * level)
 
 

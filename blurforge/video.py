@@ -151,14 +151,22 @@ class Frame:
         limited = not (name.startswith("yuvj") or name == "gray" or int(fr.color_range) == 2)
         return y, limited
 
-    def grey_half(self) -> np.ndarray:
+    @property
+    def video_range(self) -> bool:
+        """Whether ``grey_half(full_range=False)`` is video-range luma (black 16, white 235)."""
+        luma = self._luma()
+        return luma is not None and luma[1]
+
+    def grey_half(self, full_range: bool = True) -> np.ndarray:
+        """Half-size grey uint8; ``full_range=False`` skips mapping video-range luma to 0..255
+        (see ``video_range``) for callers that only need relative measures."""
         luma = self._luma()
         if luma is None:
             y, limited = cv2.cvtColor(self.rgb(), cv2.COLOR_RGB2GRAY), False
         else:
             y, limited = luma
         half = cv2.resize(y, (max(8, self.width // 2), max(8, self.height // 2)), interpolation=cv2.INTER_AREA)
-        if limited:  # video range 16..235 -> 0..255, so grey codes mean what RGB codes mean
+        if limited and full_range:
             half = cv2.convertScaleAbs(half, alpha=255 / 219, beta=-16 * 255 / 219)
         return half
 
@@ -183,7 +191,7 @@ class FrameReader:
     keeps at most ``prefetch`` frames in flight.
     """
 
-    def __init__(self, info: VideoInfo, crop_even: bool = True, prefetch: int = 8):
+    def __init__(self, info: VideoInfo, crop_even: bool = True, prefetch: int = 4):
         self.info = info
         self.width = info.width - (info.width % 2 if crop_even else 0)
         self.height = info.height - (info.height % 2 if crop_even else 0)

@@ -30,3 +30,12 @@ def test_brightness_ignores_saturated_pixels():
     sat = img.copy()
     sat[:5] = 255.0
     assert frame_brightness(sat, lut) == pytest.approx(frame_brightness(img, lut))
+
+
+def test_brightness_is_the_mean_linear_light_of_mid_tones():
+    lut = load_curve("srgb").lut
+    rng = np.random.default_rng(5)
+    img = rng.uniform(-3, 260, (40, 60))
+    codes = np.clip(np.rint(img), 0, 255).astype(int)
+    keep = (codes > 8) & (codes < 245)
+    assert frame_brightness(img.astype(np.float32), lut) == pytest.approx(lut[codes[keep]].mean(), rel=1e-9)

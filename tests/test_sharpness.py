@@ -47,3 +47,11 @@ def test_cut_score_separates_cuts_from_flicker():
     b = rng.random((40, 60)).astype(np.float32) * 200 + 20
     assert sh.cut_score(a, a * 1.04) < 1.0
     assert sh.cut_score(a, b) > 30
+
+
+def test_tenengrad_of_video_range_luma_needs_no_conversion():
+    rng = np.random.default_rng(2)
+    full = cv2.GaussianBlur(rng.integers(0, 256, (90, 120)).astype(np.uint8), (0, 0), 1)
+    video = np.rint(16 + full.astype(float) * 219 / 255).astype(np.uint8)
+    assert abs(sh.tenengrad(video, black=16) / sh.tenengrad(full) - 1) < 0.02
+    assert abs(sh.tenengrad(video) / sh.tenengrad(full) - 1) > 0.05  # without the black level it is off
