@@ -48,13 +48,17 @@ def _work_dtype(x: torch.Tensor, dtype):
     return torch.float64 if x.device.type == "cpu" else torch.float32
 
 
+def _batched_pair(a: torch.Tensor, b: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check that two images match in shape; give both a batch dimension."""
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a.unsqueeze(0), b.unsqueeze(0)) if a.dim() == 3 else (a, b)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, max_db: float = MAX_DB,
          dtype=None) -> torch.Tensor:
     """Per-image PSNR in dB of ``[B, C, H, W]`` (or ``[C, H, W]``) images given as codes 0..255."""
-    if a.shape != b.shape:
-        raise ValueError(f"psnr: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
-    if a.dim() == 3:
-        a, b = a.unsqueeze(0), b.unsqueeze(0)
+    a, b = _batched_pair(a, b, "psnr")
     dt = _work_dtype(a, dtype)
     d = a.to(dt) - b.to(dt)
     mse = d.pow(2).flatten(1).mean(1)
@@ -82,10 +86,7 @@ def _blur_valid(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, sigma: float = SSIM_SIGMA,
              dtype=None) -> torch.Tensor:
     """SSIM map ``[B, C, H - 2r, W - 2r]`` (r = window radius, 5): the part scikit-image averages."""
-    if a.shape != b.shape:
-        raise ValueError(f"ssim: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
-    if a.dim() == 3:
-        a, b = a.unsqueeze(0), b.unsqueeze(0)
+    a, b = _batched_pair(a, b, "ssim")
     dt = _work_dtype(a, dtype)
     w = gaussian_window(sigma, dtype=dt, device=a.device)
     k = w.numel()
