@@ -46,6 +46,8 @@ def bench_forward(net, device, fmt, amp, size, warmup, repeats):
     times = []
     with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         for i in range(warmup + repeats):
+            if i == warmup and device.type == "cuda":  # cuDNN autotuning's trial workspaces are not the model's
+                torch.cuda.reset_peak_memory_stats(device)
             t = _clock(device)
             net(x)
             dt = _clock(device) - t
@@ -64,6 +66,8 @@ def bench_train(net, device, fmt, amp, batch, crop, warmup, repeats):
     sharp = torch.rand(batch, 3, crop, crop, generator=gen).to(device).contiguous(memory_format=fmt)
     times = []
     for i in range(warmup + repeats):
+        if i == warmup and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         t = _clock(device)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             outs = net(blur)
@@ -91,13 +95,10 @@ def run_device(base, device, args):
            "amp": args.amp if on_gpu else "none (float32)", "repeats": repeats, "warmup": warmup}
     for name, fmt in FORMATS.items():
         net = copy.deepcopy(base).to(device, memory_format=fmt)
-        if on_gpu:
-            torch.cuda.reset_peak_memory_stats(device)
         fwd = bench_forward(net, device, fmt, amp, (args.height, args.width), warmup, repeats)
         r = {"forward_ms": round(fwd, 2)}
         if on_gpu:
             r["forward_peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-            torch.cuda.reset_peak_memory_stats(device)
         step_ms, crops = bench_train(net, device, fmt, amp, args.batch, args.crop, warmup, repeats)
         r.update(train_step_ms=round(step_ms, 1), train_crops_per_s=round(crops, 3))
         if on_gpu:

@@ -306,7 +306,8 @@ def collect_inputs(inputs) -> list[tuple[Path, Path]]:
               help="Training checkpoint (.pt) or model.safetensors with config.json beside it (or its folder).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--tile", type=int, default=0, show_default=True,
-              help="Restore in tiles of this size (px); 0 = whole image, tiles only when out of memory.")
+              help="Restore in tiles of this size (px); 0 = whole image, tiles only when out of memory. "
+                   "Small tiles cut the coarse scales' context: under ~512 px, large blur is restored less.")
 @click.option("--overlap", type=int, default=32, show_default=True,
               help="Pixels shared by neighbouring tiles (blended with linear ramps).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
