@@ -13,11 +13,6 @@ def _halve(img: np.ndarray) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def grey_half(rgb: np.ndarray) -> np.ndarray:
-    """Half-size grey uint8 of an RGB frame (decoded frames give it from their luma plane)."""
-    return _halve(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-
-
 def grey_pyramid(half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From a half-size grey uint8 frame (sharpness): a 240-479 px wide uint8 copy (motion: phase
     correlation cost grows with size, its sub-pixel accuracy does not need more); and half of that

@@ -141,32 +141,28 @@ class Frame:
     def __init__(self, frame: av.VideoFrame, width: int, height: int):
         self._frame, self.width, self.height = frame, width, height
 
-    def _luma(self) -> tuple[np.ndarray, bool] | None:
-        fr = self._frame
-        name = fr.format.name
-        if name not in _LUMA_FORMATS:
+    def _luma(self) -> np.ndarray | None:
+        """The decoder's own luma plane (a view), for 8-bit planar YUV and grey frames."""
+        if self._frame.format.name not in _LUMA_FORMATS:
             return None
-        plane = fr.planes[0]
-        y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:self.height, :self.width]
-        limited = not (name.startswith("yuvj") or name == "gray" or int(fr.color_range) == 2)
-        return y, limited
+        plane = self._frame.planes[0]
+        return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:self.height, :self.width]
 
     @property
     def video_range(self) -> bool:
         """Whether ``grey_half(full_range=False)`` is video-range luma (black 16, white 235)."""
-        luma = self._luma()
-        return luma is not None and luma[1]
+        name = self._frame.format.name
+        return (name in _LUMA_FORMATS and not name.startswith("yuvj") and name != "gray"
+                and int(self._frame.color_range) != 2)
 
     def grey_half(self, full_range: bool = True) -> np.ndarray:
         """Half-size grey uint8; ``full_range=False`` skips mapping video-range luma to 0..255
         (see ``video_range``) for callers that only need relative measures."""
-        luma = self._luma()
-        if luma is None:
-            y, limited = cv2.cvtColor(self.rgb(), cv2.COLOR_RGB2GRAY), False
-        else:
-            y, limited = luma
+        y = self._luma()
+        if y is None:
+            y = cv2.cvtColor(self.rgb(), cv2.COLOR_RGB2GRAY)
         half = cv2.resize(y, (max(8, self.width // 2), max(8, self.height // 2)), interpolation=cv2.INTER_AREA)
-        if limited and full_range:
+        if full_range and self.video_range:
             half = cv2.convertScaleAbs(half, alpha=255 / 219, beta=-16 * 255 / 219)
         return half
 
