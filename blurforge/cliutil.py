@@ -1,0 +1,139 @@
+"""What every command line of the project shares (``blurforge`` and the ``dsanet-*`` commands).
+
+One-line errors, progress bars that messages are written through, shard discovery, and the spawn
+pool with its failure report. This module imports no stage module, so any CLI can import it.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import BlurforgeError
+
+DEFAULT_DATA = Path("data")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def friendly(fn):
+    """Turn BlurforgeError (and environment errors) into one line on stderr and exit status 1;
+    Ctrl-C into "interrupted" and 130. Never a traceback for something a user can cause."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BlurforgeError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except OSError as e:
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"{e.strerror or e}{where}") from None
+    return wrapper
+
+
+_BAR = None
+
+
+def progress(total: int | None, desc: str, quiet: bool = False, unit: str = "it"):
+    """A tqdm bar on stderr (off when quiet or stderr is not a terminal). While it is open,
+    :func:`warn` and :func:`say` write through it, so messages never land inside the bar's line."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=True if quiet else None, leave=False,
+               dynamic_ncols=True)
+    return _Tracked(bar)
+
+
+class _Tracked:
+    """Context manager around a tqdm bar that registers it as the current one."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def __enter__(self):
+        global _BAR
+        self._prev, _BAR = _BAR, self.bar
+        return self.bar.__enter__()
+
+    def __exit__(self, *exc):
+        global _BAR
+        _BAR = self._prev
+        return self.bar.__exit__(*exc)
+
+
+def say(msg: str, err: bool = False):
+    """Print a line, through the open progress bar if there is one."""
+    if _BAR is not None and not _BAR.disable:
+        _BAR.write(msg, file=sys.stderr if err else sys.stdout)
+    else:
+        click.echo(msg, err=err)
+
+
+def warn(msg: str):
+    say(f"warning: {msg}", err=True)
+
+
+def find_shards(paths, default: Path | None = DEFAULT_DATA, missing_ok: bool = False) -> list[Path]:
+    """Shard files from files and folders: a folder means every ``*.h5`` below it (recursively,
+    hidden temporaries left out). No paths: every shard under ``default`` (``data/``). Duplicates
+    are dropped, order kept. ``missing_ok``: name files that do not exist anyway (verify reports them)."""
+    paths = list(paths or ())
+    if not paths:
+        if default is None or not Path(default).is_dir():
+            raise BlurforgeError(f"no shards given and no {default}/ folder here")
+        paths = [default]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.h5")
+                           if not any(part.startswith(".") for part in q.relative_to(p).parts))
+            if not found:
+                raise BlurforgeError(f"{p}: no shards (*.h5) in this folder")
+            out += found
+        elif p.is_file() or missing_ok:
+            out.append(p)
+        else:
+            raise BlurforgeError(f"{p}: no such file or folder")
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _call(job):
+    fn, item = job
+    try:
+        return fn(item), None
+    except BlurforgeError as e:
+        return None, str(e)
+
+
+def spawn_map(fn, items: list, jobs: int, desc: str, quiet: bool = False, unit: str = "it"):
+    """Run ``fn(item)`` for each item in ``jobs`` spawned processes (not forked: a forked child
+    inherits OpenCV's and torch's thread pools in an unusable state). Yields ``(item, result,
+    error)`` in input order, where error is the one-line message of a BlurforgeError; the bar
+    counts finished items. ``fn`` must be importable (module level)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, \
+            progress(len(items), desc, quiet, unit) as bar:
+        for item, (result, err) in zip(items, pool.map(_call, [(fn, it) for it in items])):
+            bar.update(1)
+            yield item, result, err
+
+
+def report_failures(failures: list[str]):
+    """Every failure but the last on its own ``Error:`` line, then the last as the exit message."""
+    if failures:
+        for msg in failures[:-1]:
+            click.echo(f"Error: {msg}", err=True)
+        raise BlurforgeError(failures[-1])
