@@ -29,6 +29,7 @@ import torch
 from blurforge.errors import BlurforgeError
 
 from .checkpoint import atomic_write, build_model, friendly
+from .runtime import autocast_for, pick_device
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
@@ -42,26 +43,6 @@ class InputError(BlurforgeError):
 # ----------------------------------------------------------------------------------------------
 # Device and precision
 # ----------------------------------------------------------------------------------------------
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise BlurforgeError(f"--device {name}: not a device (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BlurforgeError(f"--device {name}: no CUDA device available")
-    return dev
-
-
-def autocast_for(device: torch.device, half: bool):
-    """fp16 autocast on CUDA, bf16 on CPU when ``half``; a no-op context otherwise."""
-    if not half:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
 
 # ----------------------------------------------------------------------------------------------
 # Restoration (whole or tiled)

@@ -43,6 +43,7 @@ from .checkpoint import (
 )
 from .data import CropDataset, DataError, PairDataset, ShardIndex, make_loader, parse_windows, to_model_input
 from .metrics import MetricSums, psnr, quantize, ssim
+from .runtime import cpu_setup
 
 # names resolved lazily so that this module imports before dsanet.model exists / in tests
 DSANet = DSANetConfig = MultiScaleLoss = None
@@ -288,6 +289,7 @@ class Dist:
     """Process-group facts from torchrun's environment (single process when absent)."""
 
     def __init__(self, device_arg: str):
+        cpu_setup()
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -9,6 +9,13 @@ import pytest
 
 from blurforge.synth import SynthConfig, synthesize, truth_path
 from blurforge.video import ffmpeg_exe, iter_frames
+from dsanet.runtime import cpu_setup
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _flush_denormals():
+    """The tests' own training and inference helpers run on the CPU too."""
+    cpu_setup()
 
 
 def make_clip(path, **kw):
