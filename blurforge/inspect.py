@@ -11,17 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .shards import ShardError, open_shard, window_labels
+from .metrics import psnr
+from .shards import ShardError, alignment, attr_str, decode_attr, open_shard, valid_mask, window_labels
 
 HEAT_MAX = 48.0          # |difference| in codes that maps to the top of the heat-map colour scale
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB of two uint8 images (over ``mask`` pixels when given)."""
-    d = a.astype(np.float64) - b.astype(np.float64)
-    mse = float(np.mean(d[mask] ** 2)) if mask is not None else float(np.mean(d * d))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
 
 
 def sample_indices(n: int, k: int) -> list[int]:
@@ -31,18 +25,6 @@ def sample_indices(n: int, k: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist()))
 
 
-def margin_mask(shape: tuple[int, int], margin: int) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    h, w = shape
-    if 2 * margin < min(h, w):
-        m[margin:h - margin, margin:w - margin] = True
-    return m
-
-
-def _s(v):
-    return v.decode() if isinstance(v, bytes) else (v.item() if isinstance(v, np.generic) else v)
-
-
 def summarize(path, sample: int = 16) -> dict:
     """Statistics of one shard as a JSON-ready dict (see ``blurforge inspect --json``)."""
     path = Path(path)
@@ -50,13 +32,13 @@ def summarize(path, sample: int = 16) -> dict:
         labels = window_labels(f)
         n = int(f["sharp"].shape[0])
         h, w = int(f["sharp"].shape[1]), int(f["sharp"].shape[2])
-        out = {"shard": str(path), "kind": _s(f.attrs.get("kind", "")), "pairs": n,
+        out = {"shard": str(path), "kind": attr_str(f, "kind"), "pairs": n,
                "size": [w, h], "windows": labels, "bytes": os.path.getsize(path),
                "complete": bool(f.attrs.get("complete", False)),
-               "source": _s(f.attrs.get("source_name", "")), "per_window": {}}
+               "source": attr_str(f, "source_name"), "per_window": {}}
         for k in ("fps", "split", "sequence", "camera_curve"):
             if k in f.attrs:
-                out[k] = _s(f.attrs[k])
+                out[k] = decode_attr(f.attrs[k])
         idx = sample_indices(n, sample)
         sharps = {i: f["sharp"][i] for i in idx}
         for lab in labels:
@@ -71,25 +53,23 @@ def summarize(path, sample: int = 16) -> dict:
             gh = f.get(f"meta/{lab}/ghosting")
             if gh is not None:
                 d["ghosting"] = int(np.count_nonzero(gh[()]))
-            g = f.get(f"align/{lab}")
-            if g is not None and f"aligned/{lab}" in f:
-                ok = g["ok"][()].astype(bool)
-                score = g["score"][()].astype(np.float64)
-                margin = g["margin"][()]
+            a = alignment(f, lab)
+            if a is not None:
+                ok, score, margin = a.ok, a.score.astype(np.float64), a.margin
                 vals = []
                 for i in idx:
-                    mask = margin_mask((h, w), int(margin[i]))
+                    mask = valid_mask((h, w), int(margin[i]))
                     if mask.any():
-                        vals.append(psnr(f[f"aligned/{lab}"][i], sharps[i], mask))
+                        vals.append(psnr(f[a.source.dataset][i], sharps[i], mask=mask))
                 d["align"] = {
-                    "motion": _s(g.attrs.get("motion", "")), "ok": int(ok.sum()),
+                    "motion": a.motion, "ok": int(ok.sum()),
                     "rejected": int((~ok).sum()),
                     "rejected_pairs": np.flatnonzero(~ok).tolist()[:50],
                     "score_median": round(float(np.median(score)), 4) if n else None,
                     "score_min": round(float(score.min()), 4) if n else None,
                     "margin_max": int(margin.max()) if n else None,
                     "psnr_aligned_db": _mean_db(vals),
-                    "gain_median": [round(float(x), 4) for x in np.median(g["gain"][()], axis=0)] if n else None,
+                    "gain_median": [round(float(x), 4) for x in np.median(a.gain, axis=0)] if n else None,
                 }
             out["per_window"][lab] = d
     out["warnings"] = warnings_for(out)
@@ -238,13 +218,13 @@ def _sheet_row(f, name: str, i: int, labels: list[str], tile: int, vmax: float) 
     for lab in labels:
         blur = f[f"blur/{lab}"][i]
         tiles.append(_caption(_thumb(blur, tile), f"blur {lab}: {psnr(blur, sharp):.1f} dB"))
-        if f"aligned/{lab}" in f and f"align/{lab}" in f:
-            g = f[f"align/{lab}"]
-            aligned = f[f"aligned/{lab}"][i]
-            ok, score, margin = bool(g["ok"][i]), float(g["score"][i]), int(g["margin"][i])
-            valid = margin_mask((h, w), margin)
+        a = alignment(f, lab)
+        if a is not None:
+            aligned = f[a.source.dataset][i]
+            ok, score, margin = bool(a.ok[i]), float(a.score[i]), int(a.margin[i])
+            valid = valid_mask((h, w), margin)
             heat = heat_map(aligned.astype(np.int16) - sharp, valid, vmax)
-            db = psnr(aligned, sharp, valid) if valid.any() else float("nan")
+            db = psnr(aligned, sharp, mask=valid) if valid.any() else float("nan")
             text = f"aligned {lab}: {db:.1f} dB, score {score:.3f}" + ("" if ok else " REJECTED")
             heats.append(_caption(_thumb(heat, tile), text, (255, 255, 255) if ok else (255, 70, 70)))
         else:

@@ -11,17 +11,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .align import ALIGN_DATASETS
-from .shards import FORMAT_NAME, FORMAT_VERSION, window_labels
+from .shards import ALIGN_FIELDS, FORMAT_NAME, FORMAT_VERSION, decode_attr, window_labels
 
 REQUIRED_ATTRS = ("format", "format_version", "tool_version", "created", "color_order", "height",
                   "width", "windows", "num_pairs", "complete")
-ALIGN_DTYPES = {"warp": (np.float64, (3, 3)), "gain": (np.float32, (3,)), "score": (np.float32, ()),
-                "ok": (np.bool_, ()), "margin": (np.int32, ())}
 
 
 def _str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return str(decode_attr(v))
 
 
 def _check_array(f, name: str, dtype, shape: tuple, problems: list[str]) -> bool:
@@ -138,8 +135,7 @@ def _verify_open(f: h5py.File, path: Path, report: dict, checksums: bool):
         if f"align/{lab}" not in f:
             problems.append(f"aligned/{lab}: align/{lab} (warp, gain, score, ok, margin) missing")
             continue
-        for k in ALIGN_DATASETS:
-            dt, tail = ALIGN_DTYPES[k]
+        for k, (dt, tail) in ALIGN_FIELDS.items():
             _check_array(f, f"align/{lab}/{k}", dt, (n,) + tail, problems)
     for name in images:
         ds = f[name]

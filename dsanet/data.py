@@ -5,9 +5,10 @@ from a blurred image and its sharp target, then flipped / rotated by a random el
 symmetries of the square. With ``focus`` > 0 that fraction of the crops is placed where the blur
 is: the best of 8 random windows by mean ``|blur - sharp|`` (a 1/16-scale map per pair). Which
 blur (``blur/36``, ``blur/73``, ``blur/gopro`` ...) an item uses is drawn with configurable
-per-label weights; where ``blurforge align`` wrote ``aligned/<W>`` that
-image is used instead of ``blur/<W>``, pairs flagged ``align/<W>/ok = False`` are skipped and crops
-stay clear of the invalid border ``align/<W>/margin``.
+per-label weights. Which image serves a label, which pairs are usable and their invalid borders are
+the format's rules, read through :func:`blurforge.shards.label_source` (``aligned/<W>`` over
+``blur/<W>``, pairs flagged ``align/<W>/ok = False`` skipped, crops clear of ``align/<W>/margin``);
+pixels are read with :class:`blurforge.shards.TileReader`. This module samples and augments.
 
 Determinism: item ``g`` (any non-negative integer) belongs to epoch ``g // len(ds)`` and draws all
 its randomness from ``numpy.random.default_rng([seed, rank, epoch, g % len(ds)])``. The trainer
@@ -37,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from blurforge.errors import BlurforgeError
-from blurforge.shards import ShardError, open_shard, window_labels
+from blurforge.shards import ShardError, TileReader, file_map, label_source, open_shard, read_header
 
 MAX_OPEN = 64
 FOCUS_CANDIDATES = 8      # focused crops: best of this many random windows
@@ -161,29 +162,16 @@ class ShardIndex:
         except ShardError as e:
             raise DataError(str(e)) from None
         try:
-            if not bool(f.attrs.get("complete", False)):
+            head = read_header(f)
+            if not head.complete:
                 raise DataError(f"{path}: shard is incomplete (writer did not finish)")
-            try:
-                h, w = int(f.attrs["height"]), int(f.attrs["width"])
-                n = int(f.attrs.get("num_pairs", f["sharp"].shape[0]))
-                labels = window_labels(f)
-                sharp_sum = str(f["sharp"].attrs.get("sha256", ""))
-            except KeyError as e:
-                raise DataError(f"{path}: missing {e.args[0] if e.args else 'field'}; not a complete shard") \
-                    from None
+            h, w, n = head.height, head.width, head.num_pairs
             source, entries = {}, {}
-            for lab in labels:
-                name = f"aligned/{lab}" if f"aligned/{lab}" in f else f"blur/{lab}"
-                if name not in f:
-                    raise DataError(f"{path}: window {lab} listed but {name} is missing")
-                source[lab] = name
-                keep = np.ones(n, bool)
-                margins = np.zeros(n, np.int32)
-                if f"align/{lab}/ok" in f:
-                    keep &= np.asarray(f[f"align/{lab}/ok"][:n], bool)
-                if name.startswith("aligned/"):
-                    if f"align/{lab}/margin" in f:
-                        margins = np.asarray(f[f"align/{lab}/margin"][:n], np.int32)
+            for lab in head.labels:
+                src = label_source(f, lab, n)
+                source[lab] = src.dataset
+                keep = src.ok.copy()
+                margins = src.margin
                 flagged = int((~keep).sum())
                 small = keep & ((h - 2 * margins < min_size) | (w - 2 * margins < min_size))
                 keep &= ~small
@@ -192,8 +180,10 @@ class ShardIndex:
                 pairs = np.nonzero(keep)[0].astype(np.int32)
                 entries[lab] = (pairs, margins[pairs])
             st = os.stat(path)
-            fp = f"{Path(path).name}|{st.st_size}|{n}|{','.join(labels)}|{sharp_sum}"
-            return ShardInfo(str(path), h, w, n, labels, source, fp), entries
+            fp = f"{Path(path).name}|{st.st_size}|{n}|{','.join(head.labels)}|{head.sharp_sha256}"
+            return ShardInfo(str(path), h, w, n, head.labels, source, fp), entries
+        except ShardError as e:
+            raise DataError(str(e)) from None
         finally:
             f.close()
 
@@ -219,65 +209,6 @@ class ShardIndex:
 # Per-process lazy file handles
 # ----------------------------------------------------------------------------------------------
 
-class _TileReader:
-    """Reads windows of one image dataset (``[N, H, W, 3]`` uint8).
-
-    For the format's layout (uncompressed, no filters, tile chunks) the chunks are read straight
-    from a read-only memory map of the file: a 256x256 crop is at most four memcpy's, several times
-    faster than going through HDF5. Anything else (compressed, contiguous, unallocated chunks)
-    falls back to h5py slicing.
-    """
-
-    def __init__(self, ds, mm):
-        self.ds = ds
-        self.mm = None
-        self.offsets: dict[tuple[int, int, int], int] = {}
-        try:
-            fast = (mm is not None and ds.chunks is not None and ds.dtype == np.uint8 and ds.ndim == 4
-                    and ds.chunks[0] == 1 and ds.chunks[3] == ds.shape[3]
-                    and ds.id.get_create_plist().get_nfilters() == 0)
-        except Exception:  # pragma: no cover - exotic HDF5 builds
-            fast = False
-        if fast:
-            self.mm = mm
-            self.th, self.tw, self.c = ds.chunks[1], ds.chunks[2], ds.chunks[3]
-            self.csize = self.th * self.tw * self.c
-
-    def _tile(self, n, cy, cx):
-        key = (n, cy, cx)
-        off = self.offsets.get(key)
-        if off is None:
-            info = self.ds.id.get_chunk_info_by_coord((n, cy * self.th, cx * self.tw, 0))
-            if info.byte_offset is None or info.size != self.csize:
-                return None
-            off = self.offsets[key] = int(info.byte_offset)
-        return self.mm[off:off + self.csize].reshape(self.th, self.tw, self.c)
-
-    def read(self, n: int, y: int, x: int, h: int, w: int, out: np.ndarray | None = None) -> np.ndarray:
-        if self.mm is not None:
-            dst = out if out is not None else np.empty((h, w, self.c), np.uint8)
-            ok = True
-            for cy in range(y // self.th, (y + h - 1) // self.th + 1):
-                y0, y1 = max(y, cy * self.th), min(y + h, (cy + 1) * self.th)
-                for cx in range(x // self.tw, (x + w - 1) // self.tw + 1):
-                    x0, x1 = max(x, cx * self.tw), min(x + w, (cx + 1) * self.tw)
-                    tile = self._tile(n, cy, cx)
-                    if tile is None:
-                        ok = False
-                        break
-                    dst[y0 - y:y1 - y, x0 - x:x1 - x] = tile[y0 - cy * self.th:y1 - cy * self.th,
-                                                             x0 - cx * self.tw:x1 - cx * self.tw]
-                if not ok:
-                    break
-            if ok:
-                return dst
-        a = self.ds[n, y:y + h, x:x + w]
-        if out is not None:
-            np.copyto(out, a)
-            return out
-        return a
-
-
 class _Handles:
     """Open shards on demand in the current process; forgets handles inherited through fork."""
 
@@ -285,7 +216,7 @@ class _Handles:
         self.pid = None
         self.files: OrderedDict[str, tuple] = OrderedDict()
 
-    def reader(self, path: str, name: str) -> _TileReader:
+    def reader(self, path: str, name: str) -> TileReader:
         if self.pid != os.getpid():      # new process (fork): never reuse the parent's HDF5 handles
             self.files = OrderedDict()
             self.pid = os.getpid()
@@ -295,11 +226,7 @@ class _Handles:
                 f = open_shard(path)
             except ShardError as e:
                 raise DataError(str(e)) from None
-            try:
-                mm = np.memmap(path, dtype=np.uint8, mode="r")
-            except (OSError, ValueError):
-                mm = None
-            entry = (f, {}, mm)
+            entry = (f, {}, file_map(path))
             self.files[path] = entry
             while len(self.files) > MAX_OPEN:
                 _, (old, _, _) = self.files.popitem(last=False)
@@ -316,7 +243,7 @@ class _Handles:
                 ds = f[name]
             except KeyError:
                 raise DataError(f"{path}: {name} is missing") from None
-            rd = cache[name] = _TileReader(ds, mm)
+            rd = cache[name] = TileReader(ds, mm)
         return rd
 
     def close(self):
