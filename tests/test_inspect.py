@@ -4,13 +4,19 @@ from __future__ import annotations
 import json
 
 import cv2
+import h5py
 import numpy as np
 from click.testing import CliRunner
+from conftest import psnr
 from test_align import euclid, make_pair, write_shard
 
-from blurforge.align import align_shard
+import blurforge.inspect as inspect_mod
+from blurforge.align_shards import align_shard
 from blurforge.cli import main
-from blurforge.inspect import contact_sheet, heat_map, psnr, sample_indices, summarize
+from blurforge.inspect import contact_sheet, format_table, heat_map, sample_indices, summarize
+
+TITLE = 22 + 34          # title bar + heat-map legend
+CAPTION, GAP = 18, 4     # caption strip above each tile; gap between tiles and below each row
 
 
 def shard_with_meta(path, n=4, size=(128, 160)):
@@ -29,14 +35,38 @@ def shard_with_meta(path, n=4, size=(128, 160)):
     return write_shard(path, pairs, labels=("3", "9"), meta=meta), pairs
 
 
-def test_psnr_and_sampling():
-    a = np.zeros((4, 4, 3), np.uint8)
-    b = a.copy()
-    b[0, 0, 0] = 255
-    assert abs(psnr(a, b) - 10 * np.log10(48)) < 1e-9
-    assert psnr(a, a) == float("inf")
-    assert sample_indices(10, 3) == [0, 4, 9] or sample_indices(10, 3) == [0, 5, 9]
+def inferno(code: int) -> np.ndarray:
+    """The RGB colour OpenCV's inferno map gives to one code."""
+    return cv2.applyColorMap(np.uint8([[code]]), cv2.COLORMAP_INFERNO)[0, 0, ::-1]
+
+
+def hand_aligned_shard(path, h=72, w=160, diff=32, margin=6):
+    """Two pairs, window "5", with alignment written by hand: pair 0 has aligned == sharp, ok,
+    margin ``margin``, score 0.99; pair 1 has aligned == sharp + ``diff``, rejected, no margin, score 0.3.
+    Window "0" has blur == sharp and no alignment."""
+    rng = np.random.default_rng(7)
+    sharps = [rng.integers(0, 200, (h, w, 3), dtype=np.uint8) for _ in range(2)]
+    blurs = [cv2.GaussianBlur(s, (9, 9), 3) for s in sharps]
+    write_shard(path, [(s, {"5": b, "0": s}) for s, b in zip(sharps, blurs)], labels=("5", "0"))
+    aligned = [sharps[0], sharps[1] + np.uint8(diff)]
+    with h5py.File(path, "a") as f:
+        f.create_dataset("aligned/5", data=np.stack(aligned), chunks=(1, h, w, 3))
+        g = f.create_group("align/5")
+        g.attrs["motion"] = "euclidean"
+        g.create_dataset("warp", data=np.stack([np.eye(3)] * 2))
+        g.create_dataset("gain", data=np.ones((2, 3), np.float32))
+        g.create_dataset("score", data=np.float32([0.99, 0.3]))
+        g.create_dataset("ok", data=np.array([True, False]))
+        g.create_dataset("margin", data=np.int32([margin, 0]))
+    return path, sharps, blurs
+
+
+def test_sampling_is_even_and_includes_both_ends():
+    assert sample_indices(10, 4) == [0, 3, 6, 9]
+    assert sample_indices(10, 3) == [0, 4, 9]            # 4.5 rounds half to even
     assert sample_indices(2, 16) == [0, 1]
+    assert sample_indices(1, 3) == [0]
+    assert sample_indices(0, 3) == [] and sample_indices(5, 0) == []
 
 
 def test_summary_before_and_after_align(tmp_path):
@@ -75,13 +105,95 @@ def test_inspect_cli_table_json_and_sheet(tmp_path):
     assert out["shards"][0]["per_window"]["9"]["align"]["rejected"] == 1
 
 
-def test_sheet_without_alignment_and_heat_map_colours(tmp_path):
-    p, _ = shard_with_meta(tmp_path / "m.h5", n=2)
-    sheet = contact_sheet([p], rows_per_shard=5, tile=96)
-    assert sheet.dtype == np.uint8 and sheet.ndim == 3
+def test_sheet_layout_tiles_heat_maps_and_captions(tmp_path, monkeypatch):
+    h, w = 72, 160
+    p, sharps, blurs = hand_aligned_shard(tmp_path / "m.h5", h, w)
+    texts = []
+    real_caption = inspect_mod._caption
+
+    def recording_caption(tile, text, color=(255, 255, 255), bar=18):
+        texts.append((text, tuple(color)))
+        return real_caption(tile, text, color, bar)
+    monkeypatch.setattr(inspect_mod, "_caption", recording_caption)
+    sheet = contact_sheet([p], rows_per_shard=5, tile=w)      # tile = image width: tiles are the images
+    row_h = CAPTION + h + GAP
+    # 2 rows of sharp | blur 5 | blur 0 | heat 5 | heat 0; width at least 600
+    row_w = 5 * w + 4 * GAP
+    assert sheet.shape == (TITLE + 2 * row_h, max(600, row_w), 3) and sheet.dtype == np.uint8
+    grey = np.array([90, 90, 90], np.uint8)
+    for i in range(2):
+        y = TITLE + i * row_h + CAPTION
+        tiles = [sheet[y:y + h, k * (w + GAP):k * (w + GAP) + w] for k in range(5)]
+        assert np.array_equal(tiles[0], sharps[i])
+        assert np.array_equal(tiles[1], blurs[i])
+        assert np.array_equal(tiles[2], sharps[i])                           # window 0: blur == sharp
+        assert (tiles[4] == inferno(0)).all()                                # |blur 0 - sharp| = 0
+        assert (sheet[y - CAPTION:y, :] != 12).any()                         # a caption above the row
+        assert (sheet[y + h:y + h + GAP] == 12).all()                        # gap below the row
+    heat0 = sheet[TITLE + CAPTION:TITLE + CAPTION + h, 3 * (w + GAP):3 * (w + GAP) + w]
+    assert (heat0[6:h - 6, 6:w - 6] == inferno(0)).all()                  # aligned == sharp: zero
+    ring = np.ones((h, w), bool)
+    ring[6:h - 6, 6:w - 6] = False
+    assert (heat0[ring] == grey).all()                                      # invalid margin: grey
+    y1 = TITLE + row_h + CAPTION
+    heat1 = sheet[y1:y1 + h, 3 * (w + GAP):3 * (w + GAP) + w]
+    assert (heat1 == inferno(32 * 255 // 48)).all()                        # |difference| 32 codes everywhere
+    db1 = 20 * np.log10(255 / 32)
+    blur_db = [psnr(b, s) for s, b in zip(sharps, blurs)]
+    white, red = (255, 255, 255), (255, 70, 70)
+    assert texts == [                                                       # in the order they are made
+        ("m.h5 #0 sharp", white), (f"blur 5: {blur_db[0]:.1f} dB", white), ("aligned 5: inf dB, score 0.990", white),
+        ("blur 0: inf dB", white), ("blur 0 - sharp (not aligned)", (200, 200, 200)),
+        ("m.h5 #1 sharp", white), (f"blur 5: {blur_db[1]:.1f} dB", white),
+        (f"aligned 5: {db1:.1f} dB, score 0.300 REJECTED", red),
+        ("blur 0: inf dB", white), ("blur 0 - sharp (not aligned)", (200, 200, 200))]
+    strip1 = sheet[y1 - CAPTION:y1, 3 * (w + GAP):3 * (w + GAP) + w].astype(int)
+    strip0 = sheet[TITLE:TITLE + CAPTION, 3 * (w + GAP):3 * (w + GAP) + w].astype(int)
+    assert (strip1[..., 0] - strip1[..., 1] > 100).any()                   # rejected: red caption
+    assert not (strip0[..., 0] - strip0[..., 1] > 20).any()
+
+
+def test_sheet_tiles_are_resized_images_and_rows_are_capped(tmp_path):
+    h, w, tile = 72, 160, 96
+    p, sharps, blurs = hand_aligned_shard(tmp_path / "a.h5", h, w)
+    q, sharps_b, _ = hand_aligned_shard(tmp_path / "b.h5", h, w)
+    th = round(h * tile / w)
+    sheet = contact_sheet([p, q], rows_per_shard=2, tile=tile, max_rows=3)
+    row_h = CAPTION + th + GAP
+    assert sheet.shape == (TITLE + 3 * row_h, 600, 3)                       # 2 rows of a, 1 of b
+    for r, (img, blur) in enumerate([(sharps[0], blurs[0]), (sharps[1], blurs[1]), (sharps_b[0], None)]):
+        y = TITLE + r * row_h + CAPTION
+        small = cv2.resize(img, (tile, th), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(sheet[y:y + th, :tile], small)
+        if blur is not None:
+            assert np.array_equal(sheet[y:y + th, tile + GAP:2 * tile + GAP],
+                                  cv2.resize(blur, (tile, th), interpolation=cv2.INTER_AREA))
+    assert (sheet[TITLE:, 5 * tile + 4 * GAP:] == 12).all()               # rows padded to the sheet width
+
+
+def test_summary_of_hand_aligned_shard(tmp_path):
+    p, sharps, blurs = hand_aligned_shard(tmp_path / "m.h5")
+    s = summarize(p)
+    d5, d0 = s["per_window"]["5"], s["per_window"]["0"]
+    assert abs(d5["psnr_blur_db"] - np.mean([psnr(b, x) for x, b in zip(sharps, blurs)])) < 0.01
+    assert d0["psnr_blur_db"] is None and "align" not in d0                 # identical images: no finite dB
+    a = d5["align"]
+    assert a["motion"] == "euclidean" and a["ok"] == 1 and a["rejected"] == 1 and a["rejected_pairs"] == [1]
+    assert a["margin_max"] == 6 and a["score_median"] == round((0.99 + 0.3) / 2, 4)
+    assert abs(a["psnr_aligned_db"] - 20 * np.log10(255 / 32)) < 0.01      # pair 0 is exact (inf, left out)
+    assert a["gain_median"] == [1.0, 1.0, 1.0]
+    table = format_table(s)
+    assert "1/1" in table and "not aligned" in table and "pairs rejected by align (pairs 1)" in table
+
+
+def test_heat_map_colours():
     zero = heat_map(np.zeros((4, 4, 3)), None)
-    hot = heat_map(np.full((4, 4, 3), 100.0), None)
-    assert zero.mean() < 20 and hot.mean() > 150
+    assert (zero == inferno(0)).all()
+    assert (heat_map(np.full((4, 4, 3), 100.0), None) == inferno(255)).all()   # beyond the scale: top
+    assert (heat_map(np.full((4, 4, 3), 12.0), None, vmax=24) == inferno(127)).all()
+    mixed = np.zeros((2, 2, 3))
+    mixed[0, 0] = (48, 0, 0)                                                # mean over RGB: 16 codes
+    assert (heat_map(mixed, None)[0, 0] == inferno(85)).all()
     grey = heat_map(np.zeros((4, 4, 3)), np.zeros((4, 4), bool))
     assert (grey == 90).all()
 
