@@ -1,36 +1,24 @@
 """The `blurforge` command: a thin click layer over the stage modules.
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit, never a traceback.
+The helpers every command line shares (errors, progress bars, shard discovery, the process pool)
+are in :mod:`blurforge.cliutil`; stage modules are imported inside the commands, so ``--help`` is fast.
 """
 from __future__ import annotations
 
-import functools
-import sys
+import json
+from pathlib import Path
 
 import click
 
 from . import __version__
+from .cliutil import CONTEXT, find_shards, friendly, progress, report_failures, say, spawn_map, warn
 from .errors import BlurforgeError
 
-
-def friendly(fn):
-    """Turn BlurforgeError (and a few environment errors) into one-line messages with exit code 1."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except BlurforgeError as e:
-            raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except OSError as e:
-            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            raise click.ClickException(f"{e.strerror or e}{where}") from None
-    return wrapper
+__all__ = ["main", "friendly"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="blurforge")
 def main():
     """Turn high-speed (960 fps) video into paired sharp/blurred training data for deblurring.
@@ -52,17 +40,6 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise click.BadParameter(f"{text!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
     return w, h
-
-
-def _progress(total: int | None, desc: str, quiet: bool, unit: str = "frame"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=True if quiet else None, leave=False,
-                dynamic_ncols=True)
-
-
-def _warn(msg: str):
-    click.echo(f"warning: {msg}", err=True)
 
 
 @main.command()
@@ -95,7 +72,7 @@ def synth(out, fps, frames, size, seed, photo, flicker, mains, drift, static, cu
     w, h = _size(size)
     cfg = SynthConfig(fps=fps, frames=frames, width=w, height=h, seed=seed, photo=photo, flicker=flicker,
                       mains=float(mains), drift=drift, motion=not static, cut=cut)
-    with _progress(frames, "synth", quiet) as bar:
+    with progress(frames, "synth", quiet, unit="frame") as bar:
         synthesize(out, cfg, progress=bar.update)
     click.echo(f"wrote {out} ({frames} frames, {w}x{h} @ {fps:g} fps) and {truth_path(out)}")
 
@@ -108,8 +85,6 @@ def synth(out, fps, frames, size, seed, photo, flicker, mains, drift, static, cu
 def probe(clips, windows, as_json):
     """Show fps, frame count, size, duration, codec and pixel format of each clip, and for each
     window the exposure it implies (N / fps) and whether the clip is long enough."""
-    import json
-
     from .averaging import half_span
     from .extract import parse_windows
     from .video import MIN_FPS
@@ -137,7 +112,7 @@ def probe(clips, windows, as_json):
                 ok = "ok" if r["long_enough"] else f"clip too short (needs {r['frames_needed']} frames)"
                 click.echo(f"  window {w:>4}: exposure {r['exposure_ms']:.1f} ms  {ok}")
             for wmsg in d["warnings"]:
-                _warn(f"{clip}: {wmsg}")
+                warn(f"{clip}: {wmsg}")
     if as_json:
         click.echo(json.dumps(reports, indent=2))
 
@@ -152,6 +127,15 @@ def _extract_job(args):
         return extract_clip(clip, opts, warn=warnings.append), warnings, None
     except BlurforgeError as e:
         return None, warnings, str(e)
+
+
+def _flicker_note(r: dict) -> str:
+    """What the summary line says about flicker: only a correction that changes codes is named."""
+    if not r["flicker_hz"]:
+        return "flicker correction off"
+    if not r["flicker_found"]:
+        return "no flicker"
+    return f"{r['flicker_hz']:g} Hz flicker ({100 * r['flicker_amplitude']:.1f}%) corrected"
 
 
 @main.command()
@@ -188,10 +172,7 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
     local sharpness maxima at least --stride frames apart whose windows lie inside the clip and
     cross no scene cut. Re-running skips clips whose shards are complete.
     """
-    import json
-    from pathlib import Path
-
-    from .extract import ExtractOptions, parse_windows
+    from .extract import ExtractOptions, extract_clip, parse_windows
 
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise BlurforgeError("--shard-index must be in [0, --num-shards)")
@@ -205,36 +186,31 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
                           flicker=flicker, force=force, overwrite=overwrite, max_pairs=max_pairs)
     results, failures = [], []
     if jobs > 1 and len(mine) > 1:
-        import concurrent.futures as cf
-        import multiprocessing
-
-        # spawn, not fork: a forked child inherits OpenCV's thread pool in an unusable state
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            outcomes = pool.map(_extract_job, [(c, opts) for c in mine])
-            with _progress(len(mine), "clips", quiet, unit="clip") as bar:
-                for clip, (summary, warns, err) in zip(mine, outcomes):
-                    bar.update(1)
-                    for w in warns:
-                        _warn(w)
-                    results.append(summary) if summary else failures.append(f"{clip}: {err}")
+        jobs_in = [(c, opts) for c in mine]
+        for (clip, _), (summary, warns, err), _ in spawn_map(_extract_job, jobs_in, jobs, "clips", quiet, "clip"):
+            for w in warns:
+                warn(w)
+            results.append(summary) if summary else failures.append(f"{clip}: {err}")
     else:
-        from .extract import extract_clip
-
         for clip in mine:
-            with _progress(None, Path(clip).name, quiet) as bar:
+            with progress(None, Path(clip).name, quiet, unit="frame") as bar:
+                def start(frames, bar=bar):
+                    bar.reset(total=frames or None)
+
                 def tick(n, pairs, bar=bar):
+                    if bar.total is not None and n > bar.total:
+                        bar.total = n
                     bar.n = n
                     bar.set_postfix(pairs=pairs, refresh=False)
                     bar.refresh() if n % 32 == 0 else None
                 try:
-                    results.append(extract_clip(clip, opts, progress=tick, warn=_warn))
+                    results.append(extract_clip(clip, opts, progress=tick, warn=warn, start=start))
                 except BlurforgeError as e:
                     if len(mine) == 1:
                         raise
                     failures.append(str(e))
     if do_align:
-        from .align import align_shard
+        from .align_shards import align_shard
 
         for r in results:
             if r["status"] != "skipped (complete)" or overwrite:
@@ -249,17 +225,258 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
             pairs = "-" if r["pairs"] is None else r["pairs"]
             click.echo(f"{r['clip']} -> {r['shard']}: {r['status']}, {pairs} pairs"
                        + (f", windows {','.join(map(str, r['windows']))}, "
-                          f"{r['size'][0]}x{r['size'][1]}, {r['flicker_hz']:g} Hz flicker "
-                          f"({100 * r['flicker_amplitude']:.1f}%) corrected"
+                          f"{r['size'][0]}x{r['size'][1]}, "
+                          + _flicker_note(r)
                           if r["pairs"] else ""))
-    if failures:
-        for msg in failures[:-1]:
-            click.echo(f"Error: {msg}", err=True)
-        raise BlurforgeError(failures[-1])
+    report_failures(failures)
 
 
-# --- registered commands (each stage module's CLI is added here) ---
-from .cli_tools import align_cmd, import_group, inspect_cmd, verify_cmd  # noqa: E402
+# ---- align -----------------------------------------------------------------------------------
+
+def _align_job(args):
+    """Worker-process entry: align one shard (one OpenCV thread: the processes are the parallelism)."""
+    path, kw = args
+    import cv2
+
+    cv2.setNumThreads(1)
+    from .align_shards import align_shard
+
+    return align_shard(path, **kw)
+
+
+def _align_line(s: dict) -> str:
+    parts = []
+    for lab, d in s["windows"].items():
+        why = ", ".join(f"{v} {k}" for k, v in d.get("reasons", {}).items())
+        parts.append(f"window {lab}: {d['ok']} ok, {d['rejected']} rejected" + (f" ({why})" if why else "")
+                     + (f", median score {d['median_score']:.3f}" if d.get("median_score") is not None else ""))
+    return f"{s['shard']}: {s['status']} ({s['motion']}, {s['pairs']} pairs) - " + "; ".join(parts)
+
+
+@click.command("align")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--motion", type=click.Choice(["translation", "euclidean", "affine", "homography"]),
+              default="euclidean", show_default=True,
+              help="Geometric model of the warp from the sharp frame to the blurred image.")
+@click.option("--min-score", default=None, type=float,
+              help="Reject pairs whose ECC correlation is below this [default: 0.75].")
+@click.option("--max-shift", default=None, type=float,
+              help="Reject pairs whose warp moves any corner more than this many pixels [default: 16].")
+@click.option("--windows", default=None, help="Only these blur labels, comma separated [default: all].")
+@click.option("--overwrite", is_flag=True, help="Redo windows already aligned with the same settings.")
+@click.option("--jobs", default=1, show_default=True,
+              help="Parallel workers: shards in processes, or pairs in threads for a single shard.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-shard lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@friendly
+def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, quiet, as_json):
+    """Align each blurred image of the shards PATHS (files or folders; default: data/) onto its
+    sharp frame, without touching what is there.
+
+    \b
+    Per pair and window: ECC (coarse to fine, 1/4 then 1/2 size, initialised by phase correlation)
+    estimates the warp; a robust per-channel gain in linear light (the shard's camera curve, else
+    gamma 2.2) corrects brightness. The sharp frame is never resampled. Writes aligned/<W> beside
+    blur/<W>, and align/<W>/{warp,gain,score,ok,margin}. Pairs failing --min-score/--max-shift are
+    flagged ok = False and counted, never dropped. The shard is rewritten through a temporary copy,
+    so an interrupted run leaves it as it was; re-running skips shards already aligned.
+    """
+    from . import align as al
+    from .align_shards import align_shard
+
+    kw = {"motion": motion, "min_score": al.DEFAULT_MIN_SCORE if min_score is None else min_score,
+          "max_shift": al.DEFAULT_MAX_SHIFT if max_shift is None else max_shift,
+          "windows": [w.strip() for w in windows.split(",") if w.strip()] if windows else None,
+          "overwrite": overwrite}
+    if jobs < 1:
+        raise BlurforgeError("--jobs must be at least 1")
+    shards = find_shards(paths)
+    results, failures = [], []
+    if jobs > 1 and len(shards) > 1:
+        items = [(p, kw) for p in shards]
+        for _, s, err in spawn_map(_align_job, items, min(jobs, len(shards)), "align", quiet, "shard"):
+            if s:
+                results.append(s)
+                if not (quiet or as_json):
+                    say(_align_line(s))
+            else:
+                failures.append(err)
+    else:
+        for p in shards:
+            with progress(None, Path(p).name, quiet, unit="pair") as bar:
+                def tick(done, total, bar=bar):
+                    bar.total = total
+                    bar.update(done - bar.n)
+                try:
+                    s = align_shard(p, jobs=jobs, progress=tick, **kw)
+                except BlurforgeError as e:
+                    if len(shards) == 1:
+                        raise
+                    failures.append(str(e))
+                    continue
+            results.append(s)
+            if not (quiet or as_json):
+                say(_align_line(s))
+    rejected = sum(d["rejected"] for s in results for d in s["windows"].values())
+    checked = sum(d["ok"] + d["rejected"] for s in results for d in s["windows"].values())
+    if as_json:
+        click.echo(json.dumps({"shards": results, "failures": failures, "pairs_checked": checked,
+                               "rejected": rejected, **{k: v for k, v in kw.items() if k != "overwrite"}},
+                              indent=2, default=str))
+    elif not quiet:
+        aligned = sum(1 for s in results if s["status"] == "aligned")
+        click.echo(f"{aligned} shard(s) aligned, {len(results) - aligned} skipped, {len(failures)} failed; "
+                   f"{rejected} of {checked} pair-windows rejected")
+    report_failures(failures)
+
+
+# ---- inspect ---------------------------------------------------------------------------------
+
+@click.command("inspect")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also write a contact sheet PNG: rows of sharp | each blur | difference heat maps.")
+@click.option("--rows", default=3, show_default=True, help="Pairs per shard on the sheet.")
+@click.option("--tile", default=256, show_default=True, help="Width of each picture on the sheet, px.")
+@click.option("--max-rows", default=24, show_default=True, help="Most rows on the sheet in all.")
+@click.option("--sample", default=16, show_default=True,
+              help="Pairs per shard read for the PSNR figures (evenly spaced).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def inspect_cmd(paths, sheet, rows, tile, max_rows, sample, as_json):
+    """Summarise shards: pairs, windows, size, blur strength (PSNR of blur vs sharp), motion per
+    frame, ghosting warnings and alignment results (scores, rejects, PSNR after alignment)."""
+    from .inspect import contact_sheet, format_table, summarize, write_png
+
+    shards = find_shards(paths)
+    summaries = [summarize(p, sample=sample) for p in shards]
+    if sheet:
+        if tile < 64:
+            raise BlurforgeError("--tile must be at least 64 px")
+        write_png(sheet, contact_sheet(shards, rows_per_shard=rows, tile=tile, max_rows=max_rows))
+    if as_json:
+        click.echo(json.dumps({"shards": summaries, "sheet": sheet}, indent=2))
+    else:
+        for s in summaries:
+            click.echo(format_table(s))
+        if sheet:
+            click.echo(f"wrote {sheet}")
+
+
+# ---- verify ----------------------------------------------------------------------------------
+
+@click.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--no-checksums", is_flag=True, help="Check schema only (fast): skip reading every image.")
+@click.option("--quiet", is_flag=True, help="Print only bad shards.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def verify_cmd(paths, no_checksums, quiet, as_json):
+    """Check shards: schema and format version, dataset shapes and dtypes, that every image reads,
+    and the content checksums (sha256) stored when each dataset was written. Exits non-zero naming
+    every bad shard and what is wrong with it."""
+    from .verify import verify_shard
+
+    shards = find_shards(paths, default=None, missing_ok=True)  # a damaged file is named, not refused
+    reports = []
+    with progress(len(shards), "verify", quiet or as_json, "shard") as bar:
+        for p in shards:
+            r = verify_shard(p, checksums=not no_checksums)
+            reports.append(r)
+            bar.update(1)
+            if not as_json and (not r["ok"] or not quiet):
+                if r["ok"]:
+                    say(f"{p}: ok ({r['pairs']} pairs, {len(r['datasets'])} image datasets)")
+                else:
+                    say(f"{p}: BAD")
+                    for msg in r["problems"]:
+                        say(f"  {msg}")
+    bad = [r for r in reports if not r["ok"]]
+    if as_json:
+        click.echo(json.dumps({"shards": reports, "bad": len(bad)}, indent=2))
+    if bad:
+        names = ", ".join(Path(r["shard"]).name for r in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise BlurforgeError(f"{len(bad)} of {len(reports)} shard(s) failed verification: {names}")
+    if not (quiet or as_json):
+        click.echo(f"all {len(reports)} shard(s) ok")
+
+
+# ---- import ----------------------------------------------------------------------------------
+
+@click.group("import")
+def import_group():
+    """Import existing deblurring datasets (GoPro, or any blurred/sharp folder pair) as shards."""
+
+
+@import_group.command("gopro")
+@click.argument("root", type=click.Path())
+@click.option("--out", default="data", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder; one shard gopro-<split>-<SEQ>.h5 per sequence.")
+@click.option("--split", type=click.Choice(["all", "train", "test"]), default="all", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Redo sequences whose shards are already complete.")
+@click.option("--jobs", default=4, show_default=True, help="Threads decoding PNGs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@friendly
+def import_gopro_cmd(root, out, split, overwrite, jobs, quiet, as_json):
+    """Import GoPro (GOPRO_Large/{train,test}/<SEQ>/{blur,blur_gamma,sharp}/NNNNNN.png): windows
+    `gopro` (blur/: plain mean of codes) and `gopro_gamma` (blur_gamma/), file names in meta/name,
+    split and sequence as attributes."""
+    from .importers import import_gopro
+
+    with progress(None, "gopro", quiet or as_json, "pair") as bar:
+        def start(name, n):
+            bar.reset(total=n)
+            bar.set_description(name)
+        results = import_gopro(root, out, split=split, overwrite=overwrite, jobs=jobs,
+                               progress=bar.update, start=start)
+    _report_import(results, as_json, {"shards": results})
+
+
+@import_group.command("pairs")
+@click.argument("blur_dir", type=click.Path())
+@click.argument("sharp_dir", type=click.Path())
+@click.option("--out", default="data", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder.")
+@click.option("--label", default=None,
+              help="Window label (blur/<LABEL>) and shard name [default: BLUR_DIR's folder name].")
+@click.option("--split", default=None, help="Split to record (train/test), if known.")
+@click.option("--pairs-per-shard", default=1000, show_default=True,
+              help="Split large datasets over numbered shards (0: one shard per image size).")
+@click.option("--overwrite", is_flag=True, help="Redo shards that are already complete.")
+@click.option("--jobs", default=4, show_default=True, help="Threads decoding images.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@friendly
+def import_pairs_cmd(blur_dir, sharp_dir, out, label, split, pairs_per_shard, overwrite, jobs, quiet,
+                     as_json):
+    """Import blurred images BLUR_DIR and their sharp targets SHARP_DIR (REDS, RealBlur, HIDE, ...),
+    matched by relative path, else by file name (extension and a leading blur_/gt_/sharp_ ignored).
+    Unmatched blurred images and size mismatches are errors; one shard per image size."""
+    from .importers import import_pairs
+
+    with progress(None, "pairs", quiet or as_json, "pair") as bar:
+        def start(name, n):
+            bar.reset(total=n)
+            bar.set_description(name)
+        res = import_pairs(blur_dir, sharp_dir, out, label=label, split=split,
+                           pairs_per_shard=pairs_per_shard, overwrite=overwrite, jobs=jobs,
+                           progress=bar.update, start=start)
+    for note in res["notes"]:
+        say(f"note: {note}", err=True)
+    _report_import(res["shards"], as_json, res)
+
+
+def _report_import(shards: list[dict], as_json: bool, payload: dict):
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    for s in shards:
+        pairs = "" if s["pairs"] is None else f", {s['pairs']} pairs"
+        click.echo(f"{s['shard']}: {s['status']}{pairs}")
+    done = sum(1 for s in shards if s["status"] == "imported")
+    click.echo(f"{done} shard(s) written, {len(shards) - done} skipped")
+
 
 main.add_command(align_cmd)
 main.add_command(inspect_cmd)

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from blurforge import align as al
+from blurforge.align_shards import align_shard
 from blurforge.cli import main
 from blurforge.shards import ShardWriter, dataset_sha256, file_sha256
 
@@ -210,7 +211,7 @@ def test_align_shard_writes_datasets_and_keeps_originals(tmp_path):
     path, truth = sample_shard(tmp_path / "s.h5")
     with h5py.File(path, "r") as f:
         before = {k: f[k].attrs["sha256"] for k in ("sharp", "blur/9", "blur/21")}
-    s = al.align_shard(path, jobs=2)
+    s = align_shard(path, jobs=2)
     assert s["status"] == "aligned" and s["pairs"] == 3
     assert s["windows"]["9"]["ok"] == 2 and s["windows"]["9"]["rejected"] == 1
     assert s["windows"]["21"]["ok"] == 3
@@ -239,13 +240,13 @@ def test_align_shard_writes_datasets_and_keeps_originals(tmp_path):
 
 def test_align_shard_skips_then_overwrites(tmp_path):
     path, _ = sample_shard(tmp_path / "s.h5", n=2, labels=("5",))
-    al.align_shard(path)
+    align_shard(path)
     digest = file_sha256(path)
-    assert al.align_shard(path)["status"] == "skipped (aligned)"
+    assert align_shard(path)["status"] == "skipped (aligned)"
     assert file_sha256(path) == digest
-    s = al.align_shard(path, motion="homography")          # new settings: redone
+    s = align_shard(path, motion="homography")          # new settings: redone
     assert s["status"] == "aligned"
-    s = al.align_shard(path, motion="homography", overwrite=True)
+    s = align_shard(path, motion="homography", overwrite=True)
     assert s["status"] == "aligned"
     with h5py.File(path, "r") as f:
         assert f["align/5"].attrs["motion"] == "homography"
@@ -262,7 +263,7 @@ def test_align_uses_the_shard_camera_curve(tmp_path):
     blur = curve.encode(lin)
     path = write_shard(tmp_path / "c.h5", [(sharp, {"1": blur})], labels=("1",),
                        attrs={"camera_curve": "srgb"}, datasets={"camera_curve": curve.lut})
-    al.align_shard(path)
+    align_shard(path)
     with h5py.File(path, "r") as f:
         gain = f["align/1/gain"][0]
         assert f["align/1"].attrs["curve"] == "srgb"
@@ -295,7 +296,7 @@ def test_align_cli_errors_are_one_line(tmp_path):
 
 KILL_SCRIPT = """
 import sys, time
-from blurforge.align import align_shard
+from blurforge.align_shards import align_shard
 
 def tick(done, total):
     print(done, total, flush=True)
@@ -338,7 +339,7 @@ def test_killed_align_leaves_shard_intact(tmp_path):
     assert res.exit_code == 0, res.output
     with h5py.File(path, "r") as f:
         assert "aligned" not in f and "align" not in f
-    s = al.align_shard(path)                               # re-running resumes (redoes this shard)
+    s = align_shard(path)                               # re-running resumes (redoes this shard)
     assert s["status"] == "aligned" and s["windows"]["5"]["ok"] == 24
     res = CliRunner().invoke(main, ["verify", str(path)])
     assert res.exit_code == 0, res.output

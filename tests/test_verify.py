@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from blurforge.align import align_shard
+from blurforge.align_shards import align_shard
 from blurforge.cli import main
 from blurforge.shards import ShardWriter
 from blurforge.verify import verify_shard
