@@ -23,7 +23,7 @@ from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
 from .curves import load_curve
 from .errors import BlurforgeError
-from .photometric import frame_brightness, window_gains
+from .photometric import flicker_found, frame_brightness, window_gains
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
 from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory
 
@@ -182,11 +182,15 @@ class _Hasher(threading.Thread):
         self.digest = file_sha256(self.path)
 
 
-def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None) -> dict:
+def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None,
+                 start=None) -> dict:
     """Extract one clip into ``opts.out/<stem>.h5``; returns a summary dict.
 
-    ``progress(frames_decoded, pairs_written)`` is called as work advances; ``warn(msg)`` for
+    ``start(frames)`` is called once before decoding with the frame count the header announces
+    (0 if unknown); ``progress(frames_decoded, pairs_written)`` as work advances; ``warn(msg)`` for
     conversions and ghosting. Raises BlurforgeError on bad input (no shard is left behind).
+    Summary ``flicker_found``: whether the median flicker amplitude is large enough to matter
+    (``photometric.flicker_found``); the gains are divided out either way.
     """
     warn = warn or (lambda m: None)
     clip = Path(clip)
@@ -196,6 +200,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     info = probe(clip)
     for w in check_clip(info, opts):
         warn(f"{clip.name}: {w}")
+    if start:
+        start(max(0, int(info.frames)))
     curve = load_curve(opts.crf)
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +302,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
             for c in picker.finish():
                 emit(c)
         worker.close()
+        if progress:
+            progress(n, writer.n)
         if n < 2 * H + 1 and not reader.error:
             raise BlurforgeError(f"{clip}: {n} frames decoded, shorter than the largest window "
                                  f"({max(windows)} frames needs {2 * H + 1})")
@@ -329,7 +337,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     summary = {"clip": str(clip), "shard": str(out_path), "status": "ok", "pairs": writer.n,
                "frames_decoded": n, "windows": windows, "size": [reader.width, reader.height],
                "fps": info.fps, "ghosting_windows": ghosted,
-               "flicker_hz": flicker_mode, "flicker_amplitude": float(np.median(swings))}
+               "flicker_hz": flicker_mode, "flicker_amplitude": float(np.median(swings)),
+               "flicker_found": bool(flicker_mode) and flicker_found(float(np.median(swings)))}
     if reader.error:
         summary.update(status="truncated", error=f"stream damaged after frame {n}: {reader.error}; "
                                                  f"kept {writer.n} pairs decoded before it")

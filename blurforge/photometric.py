@@ -15,6 +15,10 @@ import numpy as np
 
 SAT_CODE = 245
 DARK_CODE = 8
+# A flicker whose amplitude (relative, half the peak-to-peak gain) is below this moves no 8-bit code
+# by half a step even at white (gamma 2.2: 0.5 / 255 * 2.2 = 0.43%), so sharp and blur agree without
+# correction. Flicker-free synth clips measure 0.01-0.2% (codec noise fitted as a sinusoid).
+NEGLIGIBLE_FLICKER = 0.004
 
 
 def frame_brightness(small_grey_codes: np.ndarray, lut: np.ndarray) -> float:
@@ -70,3 +74,8 @@ def window_gains(brightness: np.ndarray, fps: float, flicker_hz: float | None) -
     # The sharp target is the centre frame as decoded: its own departure from the fitted model
     # (codec noise on that one frame) is part of its gain, so the blur matches it in brightness.
     return np.exp(comp - comp[c] - resid[c]), float(hz)
+
+
+def flicker_found(amplitude: float) -> bool:
+    """Whether a measured flicker amplitude (relative) is large enough to matter in 8-bit output."""
+    return bool(amplitude >= NEGLIGIBLE_FLICKER)

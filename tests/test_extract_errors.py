@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import sys
 
 import h5py
 import pytest
@@ -92,6 +94,51 @@ def test_converted_inputs_are_said(tmp_path, kind):
         if kind == "gray":
             s = f["sharp"][0]
             assert (s[..., 0] == s[..., 1]).all() and (s[..., 1] == s[..., 2]).all()
+
+
+def run_in_terminal(*args, timeout=120) -> list[str]:
+    """Run ``python -m blurforge ARGS`` on a pseudo-terminal (so progress bars draw, as for a user)
+    and return what the terminal received, split into lines at carriage returns and newlines."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+        os.execv(sys.executable, [sys.executable, "-m", "blurforge", *map(str, args)])
+    out, deadline = bytearray(), time.time() + timeout
+    while time.time() < deadline:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:         # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out.decode(errors="replace")
+    return [ln for ln in re.split(r"[\r\n]+", out.decode(errors="replace")) if ln.strip()]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_progress_has_a_total_and_warnings_get_their_own_line(tmp_path):
+    """On a terminal the bar counts frames against the header's frame count (percent and ETA), and a
+    warning printed while it is drawn starts a line of its own instead of landing inside the bar's."""
+    clip = make_clip(tmp_path / "c.mp4", frames=160)
+    src = transcode(clip, tmp_path / "odd.mkv", "-vf", "format=yuv444p,crop=319:179", "-c:v", "ffv1")
+    lines = run_in_terminal("extract", src, "--out", tmp_path / "o", "--windows", "9", "--stride", "20")
+    said = [ln for ln in lines if "cropped to 318x178" in ln]
+    assert said and all(ln.startswith("warning: ") for ln in said), lines
+    totals = [re.search(r"(\d+)%\|.*\| *(\d+)/(\d+) ", ln) for ln in lines if ln.startswith("odd.mkv:")]
+    totals = [m for m in totals if m]
+    assert totals, lines
+    # the total is the container's estimate (duration x rate, rounded): within 3% of the 160 frames
+    assert abs(int(totals[0].group(3)) - 160) <= 5, lines
+    assert max(int(m.group(2)) for m in totals) == 160
 
 
 def test_unwritable_output_folder(tmp_path):
