@@ -220,13 +220,13 @@ class ShardHeader:
 def read_header(f: h5py.File) -> ShardHeader:
     """Size, pair count (``num_pairs``, else the rows of ``sharp``), labels, completeness and the
     sharp checksum; a ShardError naming the missing field for a file that lacks one."""
-    try:
-        n = int(f.attrs["num_pairs"]) if "num_pairs" in f.attrs else int(f["sharp"].shape[0])
-        return ShardHeader(int(f.attrs["height"]), int(f.attrs["width"]), n, window_labels(f),
-                           bool(f.attrs.get("complete", False)), attr_str(f["sharp"], "sha256"))
-    except KeyError as e:
-        raise ShardError(f"{f.filename}: missing {e.args[0] if e.args else 'field'}; not a complete shard") \
-            from None
+    missing = [k for k in ("height", "width", "windows") if k not in f.attrs] + \
+        [k for k in ("sharp",) if k not in f]
+    if missing:
+        raise ShardError(f"{f.filename}: missing {', '.join(missing)}; not a complete shard")
+    n = int(f.attrs["num_pairs"]) if "num_pairs" in f.attrs else int(f["sharp"].shape[0])
+    return ShardHeader(int(f.attrs["height"]), int(f.attrs["width"]), n, window_labels(f),
+                       bool(f.attrs.get("complete", False)), attr_str(f["sharp"], "sha256"))
 
 
 @dataclasses.dataclass(frozen=True)
