@@ -4,9 +4,13 @@
   ``model.safetensors`` with its ``config.json`` beside it (or the folder holding both).
 * Images (png, jpg, bmp, tif, webp, ...; 8- or 16-bit, grey or colour) come out as images with
   the same bit depth (``--ext`` picks the format, png by default); folders are walked
-  recursively and their layout is kept under ``--out``; videos (mp4, mov, mkv, avi, webm, ...)
-  are decoded, restored and re-encoded frame by frame (H.264, ``--crf``) without holding the
-  clip in memory. Audio is not copied.
+  recursively and their layout is kept under ``--out``. An EXIF orientation is applied to the
+  pixels (output upright, no tag).
+* Videos (mp4, mov, mkv, avi, webm, ...) become MP4: frames are decoded, restored and encoded to
+  H.264 (``--crf``) in process (PyAV), one at a time; every frame keeps its timestamp (variable
+  frame rate survives), audio streams are copied packet for packet (AAC when MP4 cannot hold
+  their codec), a display rotation is applied to the pixels like an EXIF orientation, and the
+  colour tags are kept. See :func:`restore_video`.
 * Any size: the network pads internally. ``--tile N`` restores overlapping N x N tiles
   (``--overlap`` pixels shared, blended with linear ramps) for images too large for the device;
   by default the whole image is tried first and tiles of 1024, 512 then 256 px are used if the
@@ -17,18 +21,20 @@
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import click
 import numpy as np
 import torch
 
+from blurforge.atomic import atomic_path, atomic_write
+from blurforge.cliutil import CONTEXT, friendly, say
+from blurforge.cliutil import progress as progress_bar
 from blurforge.errors import BlurforgeError
 
-from .checkpoint import atomic_write, build_model, friendly
+from .checkpoint import build_model
 from .runtime import autocast_for, pick_device
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
@@ -152,7 +158,8 @@ def restore_array(net, img: np.ndarray, device, tile: int = 0, overlap: int = 32
 # ----------------------------------------------------------------------------------------------
 
 def read_image(path) -> tuple[np.ndarray, int]:
-    """-> (float32 HxWx3 RGB in [0, 1], max code 255 or 65535). InputError if unreadable."""
+    """-> (float32 HxWx3 RGB in [0, 1], max code 255 or 65535), turned upright by its EXIF
+    orientation (OpenCV's default, as videos follow their display rotation). InputError if unreadable."""
     import cv2
     path = Path(path)
     if not path.exists():
@@ -194,57 +201,217 @@ def write_image(path, rgb: np.ndarray, jpeg_quality: int = 95):
     atomic_write(path, lambda fh: fh.write(buf.tobytes()))
 
 
-def restore_video(net, src: Path, dst: Path, device, tile, overlap, half, crf: int, progress: bool):
-    import imageio_ffmpeg
-    from tqdm import tqdm
+# ----------------------------------------------------------------------------------------------
+# Video: frames decoded and re-encoded in process (PyAV), audio copied, timing and tags kept
+AUDIO_FALLBACK = "aac"
+_CONTAINER_TAGS_DROPPED = {"major_brand", "minor_version", "compatible_brands", "encoder"}
 
+
+def display_orientation(matrix) -> tuple[bool, bool, bool]:
+    """A display matrix (FFmpeg's 3x3 int32, row-major, 16.16 fixed point) -> (transpose, flip
+    rows, flip columns) that turn coded frames upright, in that order. A display matrix maps a
+    coded pixel (x, y) to (a*x + c*y, b*x + d*y); rotations other than multiples of 90 degrees
+    snap to the nearest one."""
+    if matrix is None:
+        return False, False, False
+    a, b, c, d = (float(v) for v in np.asarray(matrix, dtype=np.float64).ravel()[[0, 1, 3, 4]])
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        return False, d < 0, a < 0
+    return True, b < 0, c < 0
+
+
+def upright(img: np.ndarray, orientation: tuple[bool, bool, bool]) -> np.ndarray:
+    """Apply :func:`display_orientation`'s result to an HxWxC image (a view when possible)."""
+    transpose, flip_rows, flip_cols = orientation
+    if transpose:
+        img = img.transpose(1, 0, 2)
+    if flip_rows:
+        img = img[::-1]
+    if flip_cols:
+        img = img[:, ::-1]
+    return img
+
+
+def frame_display_matrix(frame) -> np.ndarray | None:
+    """The display matrix a decoded PyAV frame carries (rotation / flip tag), or None."""
+    for sd in frame.side_data:
+        if "DISPLAYMATRIX" in str(sd.type):
+            m = np.frombuffer(bytes(sd), "<i4")
+            return m.reshape(3, 3) if m.size == 9 else None
+    return None
+
+
+def _av_error(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(text).strip().splitlines()[0][:120]
+
+
+class _VideoOut:
+    """The H.264 side: restored RGB frames in, encoded packets muxed with the source's timing."""
+
+    def __init__(self, out, vin, first, crf: int):
+        self.out, self.vin = out, vin
+        self.orientation = display_orientation(frame_display_matrix(first))
+        self.deep = first.format.components[0].bits > 8
+        self.rgb_format = "rgb48le" if self.deep else "rgb24"
+        self.peak = 65535 if self.deep else 255
+        h, w = (first.width, first.height) if self.orientation[0] else (first.height, first.width)
+        self.height, self.width = h - h % 2, w - w % 2
+        self.cropped = (h, w) != (self.height, self.width)
+        self.color_range = 2 if (int(first.color_range) == 2 or first.format.name.startswith("yuvj")) else 1
+        cs = int(first.colorspace)
+        self.colorspace = cs if cs not in (0, 2) else None
+        tb = vin.time_base or Fraction(1, 90000)
+        rate = vin.average_rate or vin.guessed_rate or Fraction(30)
+        self.stream = out.add_stream("libx264", rate=rate, options={"crf": str(crf)})
+        cc = self.stream.codec_context
+        cc.width, cc.height = self.width, self.height
+        cc.pix_fmt = "yuv420p10le" if self.deep else "yuv420p"
+        cc.time_base = tb
+        self.stream.time_base = tb
+        cc.color_range = self.color_range
+        cc.color_primaries = int(first.color_primaries)
+        cc.color_trc = int(first.color_trc)
+        if self.colorspace is not None:
+            cc.colorspace = self.colorspace
+        sar = vin.sample_aspect_ratio
+        if sar:
+            cc.sample_aspect_ratio = Fraction(sar.denominator, sar.numerator) if self.orientation[0] else sar
+        self.tb, self.step, self.last_pts = tb, max(1, round(1 / (rate * tb))), None
+
+    def rgb(self, frame) -> np.ndarray:
+        """Decoded frame -> float32 RGB in [0, 1], coded orientation, honouring its colour tags."""
+        rgb = frame.reformat(format=self.rgb_format, dst_color_range=2).to_ndarray()
+        return rgb.astype(np.float32) / self.peak
+
+    def encode(self, restored: np.ndarray, frame) -> list:
+        img = upright(to_codes(restored, self.peak), self.orientation)[:self.height, :self.width]
+        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=self.rgb_format)
+        yuv = rgb.reformat(format=self.stream.codec_context.pix_fmt, dst_colorspace=self.colorspace,
+                           dst_color_range=self.color_range)
+        pts = frame.pts if frame.pts is not None else (0 if self.last_pts is None else self.last_pts + self.step)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        self.last_pts = pts
+        yuv.pts, yuv.time_base = pts, self.tb
+        if frame.duration:
+            yuv.duration = frame.duration
+        yuv.color_primaries, yuv.color_trc = int(frame.color_primaries), int(frame.color_trc)
+        return self.stream.encode(yuv)
+
+    def flush(self) -> list:
+        return self.stream.encode(None)
+
+
+class _AudioOut:
+    """One source audio stream: packets copied when MP4 takes the codec, else re-encoded to AAC."""
+
+    def __init__(self, out, ain):
+        self.ain = ain
+        try:
+            self.stream = out.add_stream_from_template(ain)
+            self.copy = True
+        except ValueError:
+            self.copy = False
+            self.stream = out.add_stream(AUDIO_FALLBACK, rate=ain.rate, layout=ain.layout.name)
+            self.resampler = av.AudioResampler(format="fltp", layout=ain.layout.name, rate=ain.rate,
+                                               frame_size=self.stream.codec_context.frame_size or 1024)
+        for k in ("language", "title", "handler_name"):
+            if k in ain.metadata:
+                self.stream.metadata[k] = ain.metadata[k]
+
+    def packets(self, pkt) -> list:
+        if self.copy:
+            if pkt.dts is None or pkt.size == 0:
+                return []
+            pkt.stream = self.stream
+            return [pkt]
+        return self._encode(self.ain.decode(pkt))
+
+    def _encode(self, frames, final: bool = False) -> list:
+        out = []
+        for fr in frames:
+            for r in self.resampler.resample(fr):
+                out += self.stream.encode(r)
+        if final:
+            for r in self.resampler.resample(None):
+                out += self.stream.encode(r)
+            out += self.stream.encode(None)
+        return out
+
+    def flush(self) -> list:
+        return [] if self.copy else self._encode([], final=True)
+
+
+def restore_video(net, src, dst, device, tile: int = 0, overlap: int = 32, half: bool = False, crf: int = 16,
+                  progress: bool = False) -> int:
+    """Restore every frame of ``src`` into the MP4 ``dst`` (written atomically); -> frames written.
+
+    Frames are decoded, restored as RGB and encoded to H.264 in process with the source's time base
+    and each frame's own timestamp, so variable frame rate survives. Audio streams are copied
+    packet for packet (re-encoded to AAC only when MP4 cannot hold their codec). A display rotation
+    is applied to the pixels (frames come out upright, the tag is dropped), as for EXIF-rotated
+    photos. Colour tags (primaries, transfer, matrix, range) are kept and the YUV<->RGB conversions
+    use them. Odd sizes lose their last row/column (4:2:0). Subtitle and data streams are dropped.
+    Raises InputError for an unreadable or damaged video; nothing is left under ``dst`` then.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
     try:
-        reader = imageio_ffmpeg.read_frames(str(src))
-        meta = next(reader)
-    except Exception as e:
-        raise InputError(f"{src}: not a readable video ({str(e).strip().splitlines()[0][:120] if str(e) else e})") \
-            from None
-    w, h = meta["size"]
-    fps = meta.get("fps") or 30.0
-    nframes = meta.get("nframes")
-    total = int(nframes) if isinstance(nframes, (int, float)) and np.isfinite(nframes) else None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.tmp-{os.getpid()}{dst.suffix}")
-    writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", quality=None,
-                                         pix_fmt_out="yuv420p", output_params=["-crf", str(crf)],
-                                         macro_block_size=2, ffmpeg_log_level="error")
+        inp = av.open(str(src))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{src}: not a readable video ({_av_error(e)})") from None
     n = 0
     try:
-        writer.send(None)
-        bar = tqdm(total=total, unit="frame", desc=src.name, disable=not progress, file=sys.stderr,
-                   leave=False)
-        try:
-            for raw in reader:
-                frame = np.frombuffer(raw, np.uint8).reshape(h, w, 3).astype(np.float32) / 255.0
-                out = restore_array(net, frame, device, tile, overlap, half)
-                writer.send(np.ascontiguousarray(to_codes(out)))
-                n += 1
-                bar.update(1)
-        finally:
-            bar.close()
-        writer.close()
-        if n == 0:
-            raise InputError(f"{src}: no frames decoded")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
+        if not inp.streams.video:
+            raise InputError(f"{src}: no video stream")
+        vin = inp.streams.video[0]
+        vin.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
+        ains = list(inp.streams.audio)
+        with atomic_path(dst) as tmp, progress_bar(vin.frames or None, src.name, quiet=not progress,
+                                                   unit="frame") as bar:
+            out = av.open(str(tmp), "w", format="mp4")
+            try:
+                for k, v in inp.metadata.items():
+                    if k not in _CONTAINER_TAGS_DROPPED:
+                        out.metadata[k] = v
+                video, audio, held = None, {}, []
+                for pkt in inp.demux(vin, *ains):
+                    if pkt.stream.type == "video":
+                        for fr in vin.decode(pkt):
+                            if fr.is_corrupt:
+                                raise InputError(f"{src}: frame {n} decoded corrupt")
+                            if video is None:
+                                video = _VideoOut(out, vin, fr, crf)
+                                audio = {a.index: _AudioOut(out, a) for a in ains}
+                                if video.cropped:
+                                    say(f"note: {src.name}: odd frame size, last row/column dropped (H.264 4:2:0)",
+                                        err=True)
+                            restored = restore_array(net, video.rgb(fr), device, tile, overlap, half)
+                            out.mux(video.encode(restored, fr))
+                            n += 1
+                            bar.update(1)
+                            for p in held:
+                                out.mux(audio[p.stream.index].packets(p))
+                            held = []
+                    elif video is None:
+                        held.append(pkt)
+                    else:
+                        out.mux(audio[pkt.stream.index].packets(pkt))
+                if video is None:
+                    raise InputError(f"{src}: no frames decoded")
+                out.mux(video.flush())
+                for a in audio.values():
+                    out.mux(a.flush())
+            finally:
+                out.close()
     except InputError:
         raise
-    except Exception as e:
-        msg = str(e).strip().splitlines()
-        raise InputError(f"{src}: video failed after {n} frame(s) ({msg[0][:120] if msg else type(e).__name__})") \
-            from None
+    except av.FFmpegError as e:
+        raise InputError(f"{src}: video damaged or unreadable after {n} frame(s) ({_av_error(e)})") from None
     finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-        with contextlib.suppress(Exception):
-            reader.close()
-        tmp.unlink(missing_ok=True)
+        inp.close()
     return n
 
 
@@ -281,7 +448,7 @@ def collect_inputs(inputs) -> list[tuple[Path, Path]]:
 # CLI
 # ----------------------------------------------------------------------------------------------
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--checkpoint", "-c", required=True, metavar="CKPT",
               help="Training checkpoint (.pt) or model.safetensors with config.json beside it (or its folder).")
@@ -296,24 +463,39 @@ def collect_inputs(inputs) -> list[tuple[Path, Path]]:
 @click.option("--ext", default="png", show_default=True,
               help="Image output format (png, tif, jpg, webp, bmp); videos are always .mp4.")
 @click.option("--jpeg-quality", type=int, default=95, show_default=True)
-@click.option("--crf", type=int, default=16, show_default=True, help="H.264 quality of restored videos.")
+@click.option("--crf", type=int, default=16, show_default=True,
+              help="H.264 quality of restored videos (libx264 CRF: lower is better and larger).")
 @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output already exists.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @friendly
 def main(inputs, checkpoint, out, tile, overlap, device, half, ext, jpeg_quality, crf, skip_existing, progress):
     """Deblur images, folders and videos with a trained DSANet.
 
+    INPUT is an image, a video or a folder (searched recursively, layout kept under --out).
+    Images keep their bit depth; an EXIF orientation is applied to the pixels (output upright,
+    no tag).
+
+    Videos become OUT/NAME.mp4 (H.264, --crf, 8-bit 4:2:0; 10-bit for deeper sources): each frame
+    is restored in RGB and keeps its own timestamp (variable frame rate survives); audio streams
+    are copied packet for packet (re-encoded to AAC only when MP4 cannot hold the codec);
+    a display rotation (phone video) is applied to the pixels and the tag dropped, as for photos;
+    colour primaries, transfer, matrix and range are kept. Subtitle and data streams are dropped;
+    an odd width or height loses its last column or row.
+
+    Outputs are written under a temporary name and renamed when complete. An input that cannot be
+    read (or a damaged video) is reported on one line and skipped; the exit status is then 1.
+
     \b
     Examples:
       dsanet-deblur --checkpoint runs/base/model.safetensors photo.jpg --out restored/
       dsanet-deblur -c runs/base/best.pt shots/ clip.mp4 -o restored/ --tile 512 --half
     """
-    from tqdm import tqdm
-
     if tile < 0 or overlap < 0:
         raise BlurforgeError("--tile and --overlap must be >= 0")
     if tile and tile <= 2 * overlap:
         raise BlurforgeError(f"--tile {tile} must be larger than twice --overlap {overlap}")
+    if not 0 <= crf <= 51:
+        raise BlurforgeError(f"--crf {crf}: use 0..51")
     ext = "." + ext.lower().lstrip(".")
     if ext not in IMAGE_EXTS:
         raise BlurforgeError(f"--ext {ext[1:]}: use one of png, tif, jpg, webp, bmp")
@@ -327,31 +509,32 @@ def main(inputs, checkpoint, out, tile, overlap, device, half, ext, jpeg_quality
         raise BlurforgeError("no images or videos found in the inputs")
 
     def log(msg):
-        tqdm.write(msg, file=sys.stderr)
+        say(msg, err=True)
 
     failures, done = [], 0
-    bar = tqdm(items, unit="file", disable=not progress or len(items) < 2, file=sys.stderr)
-    for src, rel in bar:
-        try:
-            is_video = src.suffix.lower() in VIDEO_EXTS
-            dst = out / (str(rel) + (".mp4" if is_video else ext))
-            if skip_existing and dst.exists():
-                continue
-            if is_video:
-                n = restore_video(net, src, dst, dev, tile, overlap, half, crf, progress)
-                log(f"{src} -> {dst} ({n} frames)")
-            else:
-                img, peak = read_image(src)
-                res = restore_array(net, img, dev, tile, overlap, half, log=log)
-                write_image(dst, to_codes(res, peak), jpeg_quality)
-            done += 1
-        except InputError as e:
-            failures.append(str(e))
-            log(f"error: {e}")
-        except torch.OutOfMemoryError:
-            failures.append(f"{src}: out of memory (use --tile)")
-            log(f"error: {src}: out of memory (use --tile)")
-    bar.close()
+    with progress_bar(len(items), "inputs", quiet=not progress or len(items) < 2, unit="file") as bar:
+        for src, rel in items:
+            try:
+                is_video = src.suffix.lower() in VIDEO_EXTS
+                dst = out / (str(rel) + (".mp4" if is_video else ext))
+                if skip_existing and dst.exists():
+                    continue
+                if is_video:
+                    n = restore_video(net, src, dst, dev, tile, overlap, half, crf, progress)
+                    log(f"{src} -> {dst} ({n} frames)")
+                else:
+                    img, peak = read_image(src)
+                    res = restore_array(net, img, dev, tile, overlap, half, log=log)
+                    write_image(dst, to_codes(res, peak), jpeg_quality)
+                done += 1
+            except InputError as e:
+                failures.append(str(e))
+                log(f"error: {e}")
+            except torch.OutOfMemoryError:
+                failures.append(f"{src}: out of memory (use --tile)")
+                log(f"error: {src}: out of memory (use --tile)")
+            finally:
+                bar.update(1)
     click.echo(f"restored {done} of {len(items)} input(s) -> {out}", err=True)
     if failures:
         raise click.ClickException(f"{len(failures)} input(s) failed: " + "; ".join(failures[:3]) +

@@ -110,20 +110,154 @@ def test_bad_checkpoints_are_one_line_errors(weights, tmp_path):
         build_model(bad / "model.safetensors")
 
 
-def test_video_frame_by_frame(weights, tmp_path):
+def _ffmpeg(*args):
+    import subprocess
+
     import imageio_ffmpeg
-    src = tmp_path / "clip.mp4"
-    w = imageio_ffmpeg.write_frames(str(src), (64, 48), fps=10, codec="libx264", macro_block_size=1,
-                                    ffmpeg_log_level="error")
-    w.send(None)
-    frames = smooth_images(6, 48, 64, seed=5)
-    for f in frames:
-        w.send(np.ascontiguousarray(f))
-    w.close()
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *map(str, args)],
+                   check=True)
+
+
+def _clip(path, *, seconds=2.0, pix_fmt="yuv420p", colour="bt709:color_trc=bt709:colorspace=bt709:range=tv",
+          audio="aac", rotate=(), frames=20):
+    """A 64x48 test-pattern clip with uneven frame steps (0.1 s then +30 ms every third frame), a
+    440 Hz tone, the given colour tags, and a display matrix added by a stream copy (``rotate``:
+    extra input options such as ``-display_rotation 90``)."""
+    plain = path.with_name("plain-" + path.name)
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10,gblur=sigma=2,hue=s=0.5,settb=1/1000,"
+            "setpts='(N*0.1+0.03*mod(N\\,3))/TB',setparams=color_primaries=" + colour,
+            "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-frames:v", frames,
+            "-c:v", "libx264", "-pix_fmt", pix_fmt, "-enc_time_base:v", "1/1000", "-fps_mode", "passthrough",
+            "-c:a", audio, plain)
+    _ffmpeg(*rotate, "-i", plain, "-c", "copy", path)
+    return path
+
+
+def _upright_rgb(path, shape):
+    """Every frame as RGB, decoded by the ffmpeg CLI (which applies the display matrix itself)."""
+    import subprocess
+
+    import imageio_ffmpeg
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path),
+                          "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, *shape, 3).astype(np.float32)
+
+
+def _probe(path):
+    """(frame times as exact fractions, first frame, the video codec context, audio packets)."""
+    import av
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(v))
+        times = [f.pts * v.time_base for f in frames]
+        cc = v.codec_context
+        tags = (cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range, cc.pix_fmt, cc.name)
+        first = frames[0]
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        packets = [(p.pts * a.time_base, p.duration * a.time_base, bytes(p)) for p in c.demux(a) if p.size]
+        audio = (a.codec_context.name, a.rate, packets)
+    return times, first, tags, audio
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2))
+
+
+@pytest.fixture(scope="module")
+def identity_weights(tmp_path_factory):
+    """A DSANet with residual_init 0: every residual branch starts at zero, so it is the identity."""
+    d = tmp_path_factory.mktemp("id")
+    cfg = DSANetConfig.tiny(width=4, residual_init=0.0)
+    export_weights(DSANet(cfg).state_dict(), dataclasses.asdict(cfg), d)
+    net, _, _ = build_model(d / "model.safetensors")
+    x = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
+    assert np.array_equal(restore_array(net, x, torch.device("cpu")), x)
+    return d
+
+
+def test_video_keeps_timing_audio_rotation_and_colour(identity_weights, tmp_path):
+    src = _clip(tmp_path / "clip.mp4", rotate=("-display_rotation", 90))
+    times_in, first_in, tags_in, audio_in = _probe(src)
+    assert first_in.rotation == 90 and len(set(np.diff([float(t) for t in times_in]).round(3))) > 1
     out = tmp_path / "o"
-    res = CliRunner().invoke(main, ["-c", str(weights), str(src), "-o", str(out), "--no-progress"])
+    res = CliRunner().invoke(main, ["-c", str(identity_weights), str(src), "-o", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
-    r = imageio_ffmpeg.read_frames(str(out / "clip.mp4"))
-    meta = next(r)
-    assert tuple(meta["size"]) == (64, 48)
-    assert sum(1 for _ in r) == 6
+    dst = out / "clip.mp4"
+    times_out, first_out, tags_out, audio_out = _probe(dst)
+    assert times_out == times_in                                   # every frame's own timestamp
+    assert audio_out == audio_in                                   # same packets, bytes and times
+    assert tags_out == (1, 1, 1, 1, "yuv420p", "h264") == tags_in  # bt709 primaries/trc/matrix, tv range
+    assert first_out.rotation == 0 and (first_out.width, first_out.height) == (48, 64)   # upright, no tag
+    # the identity model: the output is the input as ffmpeg shows it (rotated upright), within codec loss
+    want, got = _upright_rgb(src, (64, 48)), _upright_rgb(dst, (64, 48))
+    assert want.shape == got.shape == (20, 64, 48, 3)
+    assert _psnr(got, want) > 40 and np.abs(got - want).mean() < 2, (_psnr(got, want), np.abs(got - want).mean())
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_video_reencodes_audio_mp4_cannot_hold_and_applies_the_model(tmp_path):
+    """mu-law audio (MOV takes it, MP4 does not) becomes AAC; 10-bit full-range BT.601 with a
+    rotated and mirrored display matrix; a channel-reversing model shows the restored frames (not
+    the decoded ones) are what is written, in RGB order."""
+    from dsanet.infer import restore_video
+
+    class Reverse(torch.nn.Module):
+        def forward(self, x):
+            return [x.flip(1)]
+
+    src = _clip(tmp_path / "clip.mov", pix_fmt="yuv420p10le", audio="pcm_mulaw",
+                colour="bt470bg:color_trc=smpte170m:colorspace=smpte170m:range=pc",
+                rotate=("-display_rotation", 270, "-display_hflip"))
+    times_in, first_in, tags_in, audio_in = _probe(src)
+    assert first_in.rotation == -90 and audio_in[0] == "pcm_mulaw"
+    dst = tmp_path / "out.mp4"
+    assert restore_video(Reverse(), src, dst, torch.device("cpu")) == 20
+    times_out, first_out, tags_out, audio_out = _probe(dst)
+    assert times_out == times_in
+    assert tags_out == (5, 6, 6, 2, "yuv420p10le", "h264") == tags_in
+    assert first_out.rotation == 0
+    name, rate, packets = audio_out
+    assert name == "aac" and rate == audio_in[1] == 44100
+    end_in = audio_in[2][-1][0] + audio_in[2][-1][1]
+    end_out = packets[-1][0] + packets[-1][1]
+    assert abs(end_out - end_in) < 0.03 and abs(end_in - 2) < 0.03
+    want = np.stack([restore_array(Reverse(), f / 255, torch.device("cpu")) * 255
+                     for f in _upright_rgb(src, (64, 48))])
+    got = _upright_rgb(dst, (64, 48))
+    assert _psnr(got, want) > 40 and np.abs(got - want).mean() < 2, (_psnr(got, want), np.abs(got - want).mean())
+
+
+def test_damaged_videos_are_skipped_with_one_line_each(identity_weights, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    good = _clip(src / "good.mp4", rotate=())
+    (src / "noise.mp4").write_bytes(np.random.default_rng(3).bytes(5000))
+    data = good.read_bytes()
+    (src / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (src / "plain-good.mp4").unlink()
+    out = tmp_path / "o"
+    res = CliRunner().invoke(main, ["-c", str(identity_weights), str(src), "-o", str(out), "--no-progress"])
+    assert res.exit_code == 1
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 2 and any("noise.mp4" in e for e in errors) and any("cut.mp4" in e for e in errors)
+    assert "restored 1 of 3" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]
+
+
+def test_image_exif_orientation_is_applied(identity_weights, tmp_path):
+    """Like a video's display matrix: the pixels are turned upright and no tag is written."""
+    from PIL import Image
+
+    img = smooth_images(1, 40, 60, seed=7)[0]
+    pil = Image.fromarray(img)
+    exif = pil.getexif()
+    exif[0x0112] = 6                                          # display rotated 90 degrees clockwise
+    pil.save(tmp_path / "phone.png", exif=exif)
+    res = CliRunner().invoke(main, ["-c", str(identity_weights), str(tmp_path / "phone.png"), "-o",
+                                    str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    out = Image.open(tmp_path / "o" / "phone.png")
+    assert 0x0112 not in out.getexif()
+    assert np.array_equal(np.asarray(out), np.rot90(img, -1))
