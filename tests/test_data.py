@@ -190,6 +190,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     p = make_shard(tmp_path / "small.h5", imgs, {"36": imgs})
     with pytest.raises(DataError, match="smaller"):
         CropDataset(ShardIndex([p]), crop=64)
+    with h5py.File(p, "a") as f:
+        del f["blur/36"]
+    with pytest.raises(DataError, match=r"small\.h5: window 36 listed but blur/36 is missing"):
+        ShardIndex([p])
+    with h5py.File(p, "a") as f:
+        del f.attrs["width"]
+    with pytest.raises(DataError, match=r"small\.h5: missing width; not a complete shard"):
+        ShardIndex([p])
 
 
 def test_validation_centre_crops_and_parts(tmp_path):
