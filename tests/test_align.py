@@ -211,8 +211,10 @@ def test_align_shard_writes_datasets_and_keeps_originals(tmp_path):
     path, truth = sample_shard(tmp_path / "s.h5")
     with h5py.File(path, "r") as f:
         before = {k: f[k].attrs["sha256"] for k in ("sharp", "blur/9", "blur/21")}
-    s = align_shard(path, jobs=2)
+    calls = []
+    s = align_shard(path, jobs=2, progress=lambda done, total: calls.append((done, total)))
     assert s["status"] == "aligned" and s["pairs"] == 3
+    assert calls == [(k, 6) for k in range(7)]            # the total is known before the first pair
     assert s["windows"]["9"]["ok"] == 2 and s["windows"]["9"]["rejected"] == 1
     assert s["windows"]["21"]["ok"] == 3
     with h5py.File(path, "r") as f:

@@ -141,6 +141,16 @@ def test_progress_has_a_total_and_warnings_get_their_own_line(tmp_path):
     assert max(int(m.group(2)) for m in totals) == 160
 
 
+def test_python_m_blurforge_runs_every_command():
+    """``python -m blurforge`` is the same command as the entry point, every subcommand registered."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-m", "blurforge", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    listed = {ln.split()[0] for ln in res.stdout.split("Commands:")[1].splitlines() if ln.strip()}
+    assert listed == {"synth", "probe", "extract", "align", "inspect", "verify", "import"}
+
+
 def test_unwritable_output_folder(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", frames=60)
     blocker = tmp_path / "file"
