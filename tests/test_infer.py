@@ -261,3 +261,28 @@ def test_image_exif_orientation_is_applied(identity_weights, tmp_path):
     out = Image.open(tmp_path / "o" / "phone.png")
     assert 0x0112 not in out.getexif()
     assert np.array_equal(np.asarray(out), np.rot90(img, -1))
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_display_orientation_matches_ffmpeg_autorotate(tmp_path, rotation, hflip):
+    """Every display matrix ffmpeg writes (4 rotations x mirror): coded frames turned upright by
+    ``upright`` equal what the ffmpeg CLI shows after applying the matrix itself."""
+    import av
+
+    from dsanet.infer import display_orientation, frame_display_matrix, upright
+
+    plain = tmp_path / "plain.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x16:rate=10,gblur=sigma=1", "-frames:v", 1, "-c:v", "libx264",
+            "-pix_fmt", "yuv444p", "-crf", 0, plain)
+    tagged = tmp_path / "tagged.mp4"
+    _ffmpeg("-display_rotation", rotation, *(["-display_hflip"] if hflip else []), "-i", plain, "-c", "copy", tagged)
+    with av.open(str(tagged)) as c:
+        frame = next(c.decode(c.streams.video[0]))
+        coded = frame.to_ndarray(format="rgb24").astype(np.float32)
+        orientation = display_orientation(frame_display_matrix(frame))
+    turned = upright(coded, orientation)
+    shape = turned.shape[:2]
+    assert shape == ((16, 32) if rotation in (0, 180) else (32, 16))
+    shown = _upright_rgb(tagged, shape)[0]
+    assert np.abs(turned - shown).mean() < 2, (orientation, np.abs(turned - shown).mean())
