@@ -378,6 +378,9 @@ def restore_video(net, src, dst, device, tile: int = 0, overlap: int = 32, half:
                         out.metadata[k] = v
                 video, audio, held = None, {}, []
                 for pkt in inp.demux(vin, *ains):
+                    if pkt.is_corrupt:
+                        raise InputError(f"{src}: video damaged or truncated after {n} frame(s) "
+                                         f"(corrupt {pkt.stream.type} packet)")
                     if pkt.stream.type == "video":
                         for fr in vin.decode(pkt):
                             if fr.is_corrupt:

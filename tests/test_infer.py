@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import cv2
 import numpy as np
@@ -236,13 +237,18 @@ def test_damaged_videos_are_skipped_with_one_line_each(identity_weights, tmp_pat
     (src / "noise.mp4").write_bytes(np.random.default_rng(3).bytes(5000))
     data = good.read_bytes()
     (src / "cut.mp4").write_bytes(data[: len(data) // 2])
+    fast = tmp_path / "fast.mp4"                     # index first: frames decode until the cut
+    _ffmpeg("-i", good, "-c", "copy", "-movflags", "+faststart", fast)
+    (src / "midway.mp4").write_bytes(fast.read_bytes()[: fast.stat().st_size * 2 // 3])
     (src / "plain-good.mp4").unlink()
     out = tmp_path / "o"
     res = CliRunner().invoke(main, ["-c", str(identity_weights), str(src), "-o", str(out), "--no-progress"])
     assert res.exit_code == 1
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 2 and any("noise.mp4" in e for e in errors) and any("cut.mp4" in e for e in errors)
-    assert "restored 1 of 3" in res.output and "Traceback" not in res.output
+    assert len(errors) == 3
+    assert [sum(name in e for e in errors) for name in ("noise.mp4", "/cut.mp4", "midway.mp4")] == [1, 1, 1]
+    assert re.search(r"midway\.mp4: video damaged or truncated after [1-9]\d* frame", res.output)
+    assert "restored 1 of 4" in res.output and "Traceback" not in res.output
     assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]
 
 
