@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path, tmp_path_for  # tmp_path_for: also re-exported for align
+from .atomic import atomic_path, tmp_path_for
 from .errors import BlurforgeError
 
 FORMAT_NAME = "blurforge-shard"
