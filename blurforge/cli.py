@@ -49,7 +49,14 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--size", default="640x360", show_default=True, help="WIDTHxHEIGHT (even).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random camera shake.")
 @click.option("--photo", default="astronaut", show_default=True,
-              help="scikit-image sample photo to film (astronaut, coffee, chelsea, rocket, ...).")
+              help="scikit-image sample photo to film: astronaut, coffee, chelsea, rocket, hubble_deep_field, "
+                   "immunohistochemistry, colorwheel, or the grey camera, brick, grass, gravel, moon, coins, "
+                   "page, text, clock, cell.")
+@click.option("--object-photo", default="coffee", show_default=True,
+              help="Photo the moving disc's texture is cut from; 'same' cuts it from --photo (a clip that "
+                   "shows one photo only, e.g. for a held-out test scene).")
+@click.option("--shake", default=12.0, show_default=True,
+              help="Amplitude of the camera shake in pixels at 640 px width (blur grows with it).")
 @click.option("--flicker", default=0.0, show_default=True,
               help="Mains flicker amplitude, relative (0.04 = 4%).")
 @click.option("--mains", type=click.Choice(["100", "120"]), default="120", show_default=True,
@@ -59,7 +66,7 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--cut", default=-1, show_default=True, help="Cut to another photo at this frame (-1: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def synth(out, fps, frames, size, seed, photo, flicker, mains, drift, static, cut, quiet):
+def synth(out, fps, frames, size, seed, photo, object_photo, shake, flicker, mains, drift, static, cut, quiet):
     """Synthesise a test clip OUT (.mp4) with known motion, flicker and exposure drift.
 
     A scikit-image sample photo is filmed in linear light by a shaking camera (translation, small
@@ -70,8 +77,9 @@ def synth(out, fps, frames, size, seed, photo, flicker, mains, drift, static, cu
     from .synth import SynthConfig, synthesize, truth_path
 
     w, h = _size(size)
-    cfg = SynthConfig(fps=fps, frames=frames, width=w, height=h, seed=seed, photo=photo, flicker=flicker,
-                      mains=float(mains), drift=drift, motion=not static, cut=cut)
+    cfg = SynthConfig(fps=fps, frames=frames, width=w, height=h, seed=seed, photo=photo,
+                      object_photo="" if object_photo == "same" else object_photo, shake_px=shake,
+                      flicker=flicker, mains=float(mains), drift=drift, motion=not static, cut=cut)
     with progress(frames, "synth", quiet, unit="frame") as bar:
         synthesize(out, cfg, progress=bar.update)
     click.echo(f"wrote {out} ({frames} frames, {w}x{h} @ {fps:g} fps) and {truth_path(out)}")

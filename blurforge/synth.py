@@ -19,7 +19,10 @@ import numpy as np
 from .errors import BlurforgeError
 from .video import ffmpeg_exe
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+# scikit-image's sample photos that ship inside its wheel (no download). Grey ones are filmed as grey.
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+          "colorwheel", "camera", "brick", "grass", "gravel", "moon", "coins", "page", "text", "clock",
+          "cell")
 GAMMA = 2.2
 
 
@@ -41,6 +44,7 @@ class SynthConfig:
     cut: int = -1  # frame index at which the scene cuts to another photo (-1: none)
     crf: int = 10  # x264 quality of the encode
     level: float = 0.8  # linear exposure of the scene
+    object_photo: str = "coffee"  # photo the moving disc's texture is cut from ("" : the scene's own)
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -50,6 +54,8 @@ def load_photo(name: str) -> np.ndarray:
     if name not in PHOTOS:
         raise BlurforgeError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
     img = getattr(skimage.data, name)()
+    if img.dtype != np.uint8:
+        raise BlurforgeError(f"photo {name!r} is not an 8-bit image")
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     return (img[..., :3].astype(np.float32) / 255.0) ** GAMMA
@@ -110,11 +116,17 @@ def _canvas(photo: np.ndarray, cfg: SynthConfig) -> np.ndarray:
     return cv2.resize(photo, size, interpolation=cv2.INTER_CUBIC)
 
 
-def _object_sprite(radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """A textured disc (a patch of another sample photo) and its anti-aliased alpha mask."""
-    tex = load_photo("coffee")
+def _object_sprite(radius: float, photo: str) -> tuple[np.ndarray, np.ndarray]:
+    """A textured disc (a patch of a sample photo) and its anti-aliased alpha mask."""
+    tex = load_photo(photo)
     d = int(np.ceil(2 * radius)) + 3
-    tex = cv2.resize(tex[60:340, 180:460], (d, d), interpolation=cv2.INTER_AREA)
+    if photo == "coffee":
+        tex = tex[60:340, 180:460]
+    else:  # the central square, turned a quarter so a disc cut from the scene's photo stands out
+        h, w = tex.shape[:2]
+        k = min(h, w) // 2
+        tex = np.rot90(tex[h // 2 - k // 2:h // 2 + k // 2, w // 2 - k // 2:w // 2 + k // 2]).copy()
+    tex = cv2.resize(tex, (d, d), interpolation=cv2.INTER_AREA)
     yy, xx = np.mgrid[0:d, 0:d] + 0.5
     dist = np.hypot(xx - d / 2.0, yy - d / 2.0)
     alpha = np.clip(radius - dist + 0.5, 0.0, 1.0).astype(np.float32)
@@ -146,7 +158,8 @@ def render_frames(cfg: SynthConfig, rows: list[dict]):
         other = next(p for p in PHOTOS if p != cfg.photo)
         canvases.append(_canvas(load_photo(other), cfg))
     fw, fh = cfg.width, cfg.height
-    sprite, alpha = _object_sprite(rows[0]["object_radius"]) if cfg.motion else (None, None)
+    sprite, alpha = (_object_sprite(rows[0]["object_radius"], cfg.object_photo or cfg.photo)
+                     if cfg.motion else (None, None))
     for row in rows:
         canvas = canvases[1 if 0 <= cfg.cut <= row["index"] else 0]
         m = camera_matrix(row, (canvas.shape[1], canvas.shape[0]), (fw, fh))
@@ -166,6 +179,9 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, progress=None) -> dict:
         raise BlurforgeError("--frames must be at least 2")
     if not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
+    for name in (cfg.photo, cfg.object_photo or cfg.photo):
+        if name not in PHOTOS:
+            raise BlurforgeError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
     rows = truth_table(cfg)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error", "-f", "rawvideo",

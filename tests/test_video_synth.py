@@ -57,3 +57,17 @@ def test_curve_roundtrip_and_file(tmp_path):
     c = load_curve(str(path))
     assert c.name == "file:crf.txt"
     assert np.array_equal(c.encode(c.lut), np.arange(256))
+
+
+def test_object_cut_from_the_scene_photo(tmp_path):
+    """object_photo="" films one photo only: on a grey scene the disc is grey too (coffee's is not)."""
+    from blurforge.synth import render_frames, truth_table
+
+    for obj, grey in (("", True), ("coffee", False)):
+        cfg = SynthConfig(width=160, height=96, frames=2, photo="camera", object_photo=obj, seed=1)
+        rows = truth_table(cfg)
+        frame = next(render_frames(cfg, rows)).astype(int)
+        x, y, r = int(rows[0]["object_x"]), int(rows[0]["object_y"]), int(rows[0]["object_radius"])
+        disc = frame[y - r // 2:y + r // 2, x - r // 2:x + r // 2]
+        spread = np.abs(disc[..., 0] - disc[..., 2]).max()
+        assert (spread <= 1) == grey, (obj, spread)
