@@ -137,3 +137,47 @@ def report_failures(failures: list[str]):
         for msg in failures[:-1]:
             click.echo(f"Error: {msg}", err=True)
         raise BlurforgeError(failures[-1])
+
+
+def expand_globs(items) -> list[str]:
+    """Expand quoted glob patterns (``'data/*.h5'``) the shell left alone; other items pass as given.
+    A pattern that matches nothing is an error, as it would be for a missing file."""
+    import glob
+
+    out = []
+    for it in map(str, items or ()):
+        if any(ch in it for ch in "*?[") and not Path(it).exists():
+            found = sorted(glob.glob(it, recursive=True))
+            if not found:
+                raise BlurforgeError(f"{it}: no file matches")
+            out += found
+        else:
+            out.append(it)
+    return out
+
+
+def spread_multi(args: list[str], names) -> list[str]:
+    """Let ``--shards a.h5 b.h5 c.h5`` (what a shell glob expands to) mean three ``--shards``:
+    tokens that follow one of ``names`` and do not start with ``-`` are given that flag again."""
+    out, cur, have = [], None, False
+    for a in args:
+        if cur is not None and not a.startswith("-"):
+            out += [cur, a] if have else [a]
+            have = True
+            continue
+        cur = None
+        if a in names:
+            cur, have = a, False
+        elif any(a.startswith(n + "=") for n in names):
+            cur, have = a.split("=", 1)[0], True
+        out.append(a)
+    return out
+
+
+def greedy_command(names):
+    """A click.Command class whose multiple options ``names`` take every following non-flag token."""
+    class Greedy(click.Command):
+        def parse_args(self, ctx, args):
+            return super().parse_args(ctx, spread_multi(list(args), tuple(names)))
+
+    return Greedy

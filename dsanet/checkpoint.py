@@ -9,9 +9,9 @@ A training checkpoint (``runs/NAME/last.pt``, ``best.pt``) is a ``torch.save`` d
 
 It loads with ``torch.load(..., weights_only=True)``: nothing in it runs code when read.
 
-Every file is written as ``.NAME.tmp-PID`` in the same folder, flushed, fsync'ed and renamed over
-the target (``os.replace``), then the folder is fsync'ed: a crash or kill at any moment leaves
-either the old or the new file, never a torn one. Before ``last.pt`` is replaced, the current one
+Every file is written through ``blurforge.atomic`` (temporary name in the same folder, fsync,
+rename, fsync of the folder): a crash or kill at any moment leaves either the old or the new file,
+never a torn one. Before ``last.pt`` is replaced, the current one
 is hard-linked (copied where links are impossible) to ``last.prev.pt``, so one older good
 checkpoint always exists; :func:`load_resume` falls back to it when ``last.pt`` is unreadable
 (and to ``best.pt`` after that).
@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blurforge.atomic import atomic_path, atomic_write
+from blurforge.cliutil import friendly as one_line_errors
 from blurforge.errors import BlurforgeError
 
 FORMAT = "dsanet-checkpoint"
@@ -43,14 +45,8 @@ class CheckpointError(BlurforgeError):
     """A checkpoint or weights file that cannot be used (one-line message)."""
 
 
-# ----------------------------------------------------------------------------------------------
-# CLI plumbing shared by dsanet-train / dsanet-deblur / dsanet-eval
-# ----------------------------------------------------------------------------------------------
-
 def friendly(fn):
-    """blurforge's one-line-error wrapper (``blurforge.cli.friendly``), plus out-of-memory advice."""
-    from blurforge.cli import friendly as one_line_errors
-
+    """blurforge's one-line-error wrapper (``blurforge.cliutil.friendly``), plus out-of-memory advice."""
     @functools.wraps(fn)
     def with_oom_advice(*args, **kwargs):
         try:
@@ -61,95 +57,15 @@ def friendly(fn):
     return one_line_errors(with_oom_advice)
 
 
-def spread_multi(args: list[str], names) -> list[str]:
-    """Let ``--shards a.h5 b.h5 c.h5`` (what a shell glob expands to) mean three ``--shards``.
-
-    Tokens that follow one of ``names`` and do not start with ``-`` are given that flag again.
-    """
-    out, cur, have = [], None, False
-    for a in args:
-        if cur is not None and not a.startswith("-"):
-            out += [cur, a] if have else [a]
-            have = True
-            continue
-        cur = None
-        if a in names:
-            cur, have = a, False
-        elif any(a.startswith(n + "=") for n in names):
-            cur, have = a.split("=", 1)[0], True
-        out.append(a)
-    return out
-
-
-def greedy_command(names):
-    """A click.Command class whose options ``names`` take every following non-flag token."""
-    import click
-
-    class _Greedy(click.Command):
-        def parse_args(self, ctx, args):
-            return super().parse_args(ctx, spread_multi(list(args), tuple(names)))
-
-    return _Greedy
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic writing
-# ----------------------------------------------------------------------------------------------
-
-def _fsync_dir(folder: Path):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write_fn):
-    """Write ``path`` atomically: ``write_fn(fileobj)`` fills a temp file that replaces ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write_fn(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_save(obj, path):
-    """``torch.save`` to ``path`` atomically."""
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
 def _keep_previous(path: Path, prev: Path):
     """Make ``prev`` a copy of the current ``path`` (hard link where possible), atomically."""
     if not path.exists():
         return
-    tmp = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
-    try:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(prev) as tmp:
         try:
             os.link(path, tmp)
         except OSError:
             shutil.copy2(path, tmp)
-        os.replace(tmp, prev)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(state: dict, path, keep_prev: bool = True) -> Path:
@@ -162,7 +78,7 @@ def save_checkpoint(state: dict, path, keep_prev: bool = True) -> Path:
     state.setdefault("torch_version", str(torch.__version__))
     if keep_prev:
         _keep_previous(path, prev_path(path))
-    return atomic_save(state, path)
+    return atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def prev_path(path) -> Path:

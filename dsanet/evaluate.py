@@ -29,7 +29,6 @@ another method's outputs as BLUR_DIR).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -37,12 +36,16 @@ import click
 import numpy as np
 import torch
 
+from blurforge.atomic import atomic_write_text
+from blurforge.cliutil import CONTEXT, expand_globs, find_shards, greedy_command
 from blurforge.errors import BlurforgeError
+from blurforge.metrics import psnr as psnr_np
 
-from .checkpoint import atomic_write, build_model, friendly, greedy_command
+from .checkpoint import build_model, friendly
 from .data import DataError, PairDataset, ShardIndex, parse_windows
-from .infer import IMAGE_EXTS, InputError, pick_device, read_image, restore_array, to_codes, write_image
+from .infer import IMAGE_EXTS, InputError, read_image, restore_array, to_codes, write_image
 from .metrics import MAX_DB, psnr, ssim, ssim_map
+from .runtime import pick_device
 
 ECC_ITERATIONS = 100
 ECC_GAUSS = 5
@@ -96,9 +99,7 @@ def score_aligned(x_u8: np.ndarray, sharp_u8: np.ndarray) -> tuple[float, float,
     aligned, valid, ok = align_ecc(x_u8, sharp_u8)
     s = sharp_u8.astype(np.float64)
     m3 = valid[..., None]
-    d2 = ((aligned - s) ** 2)[np.broadcast_to(m3, aligned.shape)]
-    mse = float(d2.mean()) if d2.size else float("nan")
-    p = MAX_DB if mse == 0 else min(MAX_DB, 10.0 * math.log10(255.0 ** 2 / mse))
+    p = psnr_np(aligned, s, mask=valid, max_db=MAX_DB)
     smap = ssim_map(_t(aligned * m3), _t(s * m3))[0].mean(0).numpy()      # [H-10, W-10]
     r = (valid.shape[0] - smap.shape[0]) // 2
     vm = valid[r:r + smap.shape[0], r:r + smap.shape[1]]
@@ -234,8 +235,7 @@ def format_table(res: dict, with_model: bool) -> str:
     return "\n".join(lines)
 
 
-@click.command(cls=greedy_command(("--shards",)),
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=greedy_command(("--shards",)), context_settings=CONTEXT)
 @click.option("--checkpoint", "-c", metavar="CKPT",
               help="Training checkpoint (.pt) or model.safetensors (config.json beside it). Without "
                    "it the blurred images themselves are scored.")
@@ -273,8 +273,6 @@ def main(checkpoint, shards, pairs, windows, align, max_pairs, tile, overlap, de
       dsanet-eval -c runs/base/best.pt --pairs RealBlur_J/test/blur RealBlur_J/test/gt --align ecc
       dsanet-eval --pairs results/ GOPRO/test_sharp/ --json scores.json   # score saved outputs
     """
-    from .train import expand_shards
-
     def warn(msg):
         click.echo(msg, err=True)
 
@@ -287,7 +285,7 @@ def main(checkpoint, shards, pairs, windows, align, max_pairs, tile, overlap, de
         if dev.type != "cpu":
             net = net.to(memory_format=torch.channels_last)
     if shards:
-        src = shard_pairs(expand_shards(shards), windows, max_pairs)
+        src = shard_pairs(find_shards(expand_globs(shards), default=None), windows, max_pairs)
     else:
         src = folder_pairs(pairs[0], pairs[1], max_pairs, warn)
     res = evaluate(src, net, dev, align, tile, overlap, half, save_dir, progress, warn)
@@ -299,8 +297,7 @@ def main(checkpoint, shards, pairs, windows, align, max_pairs, tile, overlap, de
                                                                if align == "ecc" else ""))
     click.echo(format_table(res, net is not None))
     if json_path:
-        text = json.dumps(res, indent=2) + "\n"
-        atomic_write(json_path, lambda fh: fh.write(text.encode()))
+        atomic_write_text(json_path, json.dumps(res, indent=2) + "\n")
     if res["failed"]:
         raise click.ClickException(f"{len(res['failed'])} pair(s) could not be evaluated: {res['failed'][0]}")
 

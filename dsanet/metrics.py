@@ -1,4 +1,5 @@
-"""PSNR and SSIM in torch, on the device, matching scikit-image on RGB uint8 images.
+"""PSNR and SSIM in torch, on the device, matching scikit-image on RGB uint8 images (the numpy PSNR
+for single images on the host is ``blurforge.metrics.psnr``).
 
 Conventions (the GoPro tables'): images are RGB uint8 (a network output in [0, 1] is clamped and
 rounded to 8 bits first, :func:`quantize`), no border is cropped, values are per image and then
@@ -20,7 +21,6 @@ are formed, which keeps the error far below 1e-4.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -151,19 +151,3 @@ class MetricSums:
             out["all"] = {"count": int(tot[0]), **{k: float(tot[j]) / float(tot[0])
                                                     for j, k in enumerate(self.COLS) if j}}
         return out
-
-
-def psnr_np(a, b, data_range: float = 255.0, mask=None) -> float:
-    """PSNR of two HxWxC numpy images (codes); with ``mask`` (HxW bool) only masked pixels count."""
-    import numpy as np
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    d2 = (a - b) ** 2
-    if mask is not None:
-        m = np.asarray(mask, bool)
-        mse = d2[m].mean() if m.any() else float("nan")
-    else:
-        mse = d2.mean()
-    if mse == 0:
-        return MAX_DB
-    return min(MAX_DB, 10.0 * math.log10(data_range ** 2 / mse))

@@ -3,9 +3,15 @@
 Paper recipe by default (DSANet, Sensors 2025): Adam, lr 2e-4 cosine-annealed to 1e-6, random
 256x256 crops with flips and 90-degree rotations, Kaiming initialisation, multi-scale content loss
 plus 0.1 x FFT loss. The paper trains 4000 epochs on two GPUs and does not state its batch size;
-our default is 8 crops per GPU (16 on the paper's two GPUs). Every hyper-parameter is a flag, can
-come from ``--config FILE.toml`` (or ``.yaml`` with PyYAML installed; flags override it) and is
-saved to ``runs/NAME/train.toml``, which ``--config`` reads back.
+our default is 8 crops per GPU (16 on the paper's two GPUs).
+
+Every setting is a :class:`TrainConfig` field and, generated from it, a click option. ``--config
+FILE.toml`` (or ``.yaml`` with PyYAML) feeds click's ``default_map``, so flags on the command line
+win; the full settings of a run are saved to ``runs/NAME/train.toml``, which ``--config`` reads back.
+
+The run is a short sequence: :func:`settle` (resume or start), :func:`build` (data, model,
+optimiser), :func:`restore`, then :func:`fit` repeating :func:`train_step` with logging,
+:func:`validate` and :func:`save`, and :func:`export` at the end.
 
 Distributed: started by ``torchrun`` the trainer reads RANK / WORLD_SIZE / LOCAL_RANK, uses NCCL
 on CUDA and Gloo on CPU, each rank draws its own crops (seeded by seed and rank), and validation
@@ -14,50 +20,46 @@ same numbers. ``--batch`` is per process; the global batch is batch x processes 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import glob
 import json
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import click
 import numpy as np
+import tomli_w
 import torch
 import torch.distributed as dist
+from click.core import ParameterSource
 
+from blurforge.atomic import atomic_write_text
+from blurforge.cliutil import CONTEXT, expand_globs, find_shards, greedy_command, progress, say
 from blurforge.errors import BlurforgeError
 
 from .checkpoint import (
     CheckpointError,
     export_weights,
     friendly,
-    greedy_command,
     load_resume,
+    load_weights,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from .data import CropDataset, DataError, PairDataset, ShardIndex, make_loader, parse_windows, to_model_input
+from .losses import MultiScaleLoss
 from .metrics import MetricSums, psnr, quantize, ssim
+from .model import DSANet, DSANetConfig
 from .runtime import cpu_setup
 
-# names resolved lazily so that this module imports before dsanet.model exists / in tests
-DSANet = DSANetConfig = MultiScaleLoss = None
-
-
-def _import_model():
-    global DSANet, DSANetConfig, MultiScaleLoss
-    if DSANet is None or DSANetConfig is None:
-        from .model import DSANet as _N
-        from .model import DSANetConfig as _C
-        DSANet, DSANetConfig = _N, _C
-    if MultiScaleLoss is None:
-        from .losses import MultiScaleLoss as _L
-        MultiScaleLoss = _L
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 
 class TrainingError(BlurforgeError):
@@ -65,63 +67,96 @@ class TrainingError(BlurforgeError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Configuration
+# Settings: one dataclass, from which the click options are made
 # ----------------------------------------------------------------------------------------------
+
+def setting(default, help: str | None = None, flag: str | None = None, **click_kw):
+    """A :class:`TrainConfig` field that is also a click option (``--name-with-dashes`` unless ``flag``).
+    ``default`` may be ``list``/``dict`` (a factory); click keywords (type, is_flag...) pass through."""
+    where = {"default_factory": default} if default in (list, dict) else {"default": default}
+    return dataclasses.field(**where, metadata={"help": help, "flag": flag, "click": click_kw})
+
+
+def _model_opts(ctx, param, items) -> dict:
+    """``--model-opt KEY=VALUE`` (value parsed as JSON, else a string) -> dict."""
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k.strip():
+            raise click.BadParameter(f"{it!r}: use KEY=VALUE", ctx, param)
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
+
 
 @dataclasses.dataclass
 class TrainConfig:
-    shards: list = dataclasses.field(default_factory=list)
-    val_shards: list = dataclasses.field(default_factory=list)
-    out: str = "runs/dsanet"
-    windows: str = "all"            # training labels and weights: "36,73" or "gopro:2,36:1"
-    val_windows: str = "all"        # labels validated (reported per label)
-    tiny: bool = False
-    model: dict = dataclasses.field(default_factory=dict)   # DSANetConfig overrides
-    steps: int = 0                  # 0: derived from epochs
-    epochs: float = 4000.0          # paper: 4000 epochs (epoch = one crop per usable sharp pair)
-    batch: int = 8                  # crops per process and step
-    accum: int = 1                  # gradient accumulation (micro-batches per step)
-    crop: int = 256
-    lr: float = 2e-4
-    lr_min: float = 1e-6
-    warmup: int = 0                 # linear warm-up steps before the cosine
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0          # 0: off
-    mu: float = 0.1                 # FFT loss weight
-    fft: str = "l1"                 # l1 (MIMO-UNet style) | mse (the paper's formula)
-    augment: bool = True
-    focus: float = 0.0              # fraction of crops placed where |blur - sharp| is largest
-    seed: int = 0
-    workers: int = 2
-    amp: str = "auto"               # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
-    channels_last: str = "auto"     # auto (on for CUDA, off for CPU) | on | off
-    compile: bool = False
-    device: str = "auto"
-    val_every: int = 1000
-    val_crop: int = 0               # 0: whole images
-    val_max: int = 50               # validation pairs per label (evenly spaced); 0: all
-    ckpt_every: int = 1000
-    log_every: int = 50
-    stop_after: int = 0             # stop (as if interrupted) after this step; 0: run to the end
-    init_from: str = ""             # start from these weights (fine-tuning); not a resume
-    allow_new_shards: bool = False  # resume even though the shard list changed
-    overwrite: bool = False         # start afresh in an OUT that already holds a run
-    find_unused: bool = False       # DDP find_unused_parameters
-    progress: bool = True
-    tensorboard: bool = True        # used when the tensorboard package is installed
+    shards: list = setting(list, "Training shards (.h5 files, folders searched recursively, or quoted globs); "
+                           "repeat the flag, or pass several after one flag (--shards data/*.h5 expands).",
+                           multiple=True, metavar="SHARD")
+    val_shards: list = setting(list, "Held-out shards for validation.", multiple=True, metavar="SHARD")
+    out: str = setting("runs/dsanet", "Run folder (checkpoints, metrics, weights).")
+    windows: str = setting("all", "Window labels to train on and their weights: '36,73', 'gopro:2,36:1,73:1', "
+                           "or 'all'.")
+    val_windows: str = setting("all", "Labels to validate ('all').")
+    tiny: bool = setting(False, "DSANetConfig.tiny(): a small model for CPU runs.", is_flag=True)
+    model: dict = setting(dict, "Override a DSANetConfig field (value parsed as JSON), e.g. --model-opt scales=2; "
+                          "in a --config file: a [model] table.", flag="--model-opt", multiple=True,
+                          metavar="KEY=VALUE", callback=_model_opts)
+    steps: int = setting(0, "Optimizer steps; 0 = epochs x usable pairs / global batch.", type=click.IntRange(0))
+    epochs: float = setting(4000.0, "Length in epochs when --steps is 0 (one crop per usable sharp pair per "
+                            "epoch).", type=click.FloatRange(0, min_open=True))
+    batch: int = setting(8, "Crops per process per step.", type=click.IntRange(1))
+    accum: int = setting(1, "Gradient accumulation: micro-batches per step (global batch = batch x GPUs x "
+                         "accum).", type=click.IntRange(1))
+    crop: int = setting(256, "Training crop size (pixels).", type=click.IntRange(1))
+    lr: float = setting(2e-4, "Initial Adam learning rate.", type=click.FloatRange(0, min_open=True))
+    lr_min: float = setting(1e-6, "Final lr of the cosine.", type=click.FloatRange(0))
+    warmup: int = setting(0, "Linear warm-up steps.", type=click.IntRange(0))
+    beta1: float = setting(0.9)
+    beta2: float = setting(0.999)
+    weight_decay: float = setting(0.0)
+    grad_clip: float = setting(0.0, "Clip the gradient norm to this (0 = off).")
+    mu: float = setting(0.1, "Weight of the FFT loss.")
+    fft: str = setting("l1", "FFT loss: l1 on real/imag parts (MIMO-UNet), or mse (the paper's formula; with the "
+                       "orthonormal FFT it equals the pixel MSE, by Parseval).", type=click.Choice(["l1", "mse"]))
+    augment: bool = setting(True, "Random flips and 90-degree rotations.", flag="--augment/--no-augment")
+    focus: float = setting(0.0, "Fraction of crops placed where the blur is (best of 8 random windows by mean "
+                           "|blur - sharp|); 0 = uniform crops as in the paper.", type=click.FloatRange(0, 1))
+    seed: int = setting(0)
+    workers: int = setting(2, "Data loader workers per process.", type=click.IntRange(0))
+    amp: str = setting("auto", "Mixed precision: auto = bf16 on CUDA, none on CPU; fp16 uses a GradScaler.",
+                       type=click.Choice(["auto", "bf16", "fp16", "none"]))
+    channels_last: str = setting("auto", "channels_last memory format (auto: on for CUDA, off for CPU).",
+                                 type=click.Choice(["auto", "on", "off"]))
+    compile: bool = setting(False, "torch.compile the model.", is_flag=True)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    val_every: int = setting(1000, "Validate every N steps.", type=click.IntRange(1))
+    val_crop: int = setting(0, "Validate on centre crops of this size (0 = whole images).", type=click.IntRange(0))
+    val_max: int = setting(50, "Validation pairs per label, evenly spaced (0 = all).", type=click.IntRange(0))
+    ckpt_every: int = setting(1000, "Write OUT/last.pt every N steps (and at the end).", type=click.IntRange(1))
+    log_every: int = setting(50, "Log loss/lr/crops-per-second every N steps.", type=click.IntRange(1))
+    stop_after: int = setting(0, "Stop after this step as if interrupted (the schedule still spans --steps); "
+                              "continue later with --resume.", type=click.IntRange(0))
+    init_from: str = setting("", "Start from these weights (.pt or model.safetensors) with a fresh optimizer: "
+                             "fine-tuning.", metavar="WEIGHTS")
+    allow_new_shards: bool = setting(False, "Let --resume continue on a different shard list.", is_flag=True)
+    overwrite: bool = setting(False, "Start a new run in an OUT that already holds one (its checkpoints are "
+                              "replaced).", is_flag=True)
+    find_unused: bool = setting(False, "DDP find_unused_parameters.", is_flag=True)
+    progress: bool = setting(True, "tqdm progress bar.", flag="--progress/--no-progress")
+    tensorboard: bool = setting(True, "Also log to OUT/tb when the tensorboard package is installed.",
+                                flag="--tensorboard/--no-tensorboard")
 
-    def model_config(self):
-        _import_model()
-        base = DSANetConfig.tiny() if self.tiny else DSANetConfig()
-        d = dataclasses.asdict(base)
-        unknown = [k for k in self.model if k not in d]
+    def model_config(self) -> DSANetConfig:
+        base = dataclasses.asdict(DSANetConfig.tiny() if self.tiny else DSANetConfig())
+        unknown = [k for k in self.model if k not in base]
         if unknown:
-            raise TrainingError(f"unknown model key(s) {', '.join(unknown)} (valid: {', '.join(d)})")
-        d.update(self.model)
+            raise TrainingError(f"unknown model key(s) {', '.join(unknown)} (valid: {', '.join(base)})")
         try:
-            return DSANetConfig(**d)
+            return DSANetConfig(**{**base, **self.model})
         except (TypeError, ValueError) as e:
             raise TrainingError(f"bad model configuration: {e}") from None
 
@@ -134,43 +169,21 @@ RUN_ONLY = ("shards", "val_shards", "out", "stop_after", "init_from", "allow_new
             "progress", "device")
 
 
-def _toml_value(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(d: dict) -> str:
-    lines, tables = [], []
-    for k, v in d.items():
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    for name, t in tables:
-        lines.append("")
-        lines.append(f"[{name}]")
-        for k, v in t.items():
-            if v is not None:
-                lines.append(f"{k} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
+def settings_options(fn):
+    """Decorate ``fn`` with one click option per :class:`TrainConfig` field, in field order."""
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        meta = f.metadata
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        kw = dict(meta["click"])
+        if not kw.get("multiple"):
+            kw.setdefault("default", f.default)
+            kw.setdefault("show_default", True)
+        fn = click.option(flag, f.name, help=meta["help"], **kw)(fn)
+    return fn
 
 
 def read_config_file(path) -> dict:
+    """Settings from a .toml (or .yaml) file, keys normalised to field names; unknown keys refused."""
     path = Path(path)
     try:
         text = path.read_bytes()
@@ -187,92 +200,51 @@ def read_config_file(path) -> dict:
         except yaml.YAMLError as e:
             raise TrainingError(f"--config {path}: {str(e).splitlines()[0]}") from None
     else:
-        import tomllib
         try:
             d = tomllib.loads(text.decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise TrainingError(f"--config {path}: not valid TOML ({e})") from None
     if not isinstance(d, dict):
         raise TrainingError(f"--config {path}: expected a table of settings")
-    out = {}
-    for k, v in d.items():
-        key = k.replace("-", "_")
-        if key not in FIELDS:
-            raise TrainingError(f"--config {path}: unknown setting {k!r}")
-        out[key] = v
+    out = {k.replace("-", "_"): v for k, v in d.items()}
+    unknown = [k for k in d if k.replace("-", "_") not in FIELDS]
+    if unknown:
+        raise TrainingError(f"--config {path}: unknown setting {unknown[0]!r}")
+    if not isinstance(out.get("model", {}), dict):
+        raise TrainingError(f"--config {path}: 'model' must be a table of DSANetConfig fields")
     return out
 
 
-def coerce(cfg: TrainConfig) -> TrainConfig:
-    """Check types of a config assembled from files and flags."""
-    for name, f in FIELDS.items():
-        v = getattr(cfg, name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+def _config_callback(ctx, param, value):
+    """Eager ``--config``: the file's settings become click's defaults, so command-line flags win."""
+    if value is None:
+        return None
+    try:
+        settings = read_config_file(value)
+    except TrainingError as e:
+        raise click.ClickException(str(e)) from None
+    ctx.meta["dsanet.config_model"] = settings.pop("model", {})
+    params = {p.name: p for p in ctx.command.params}
+    for k, v in settings.items():
         try:
-            if isinstance(default, bool):
-                if not isinstance(v, bool):
-                    raise TypeError
-            elif isinstance(default, int):
-                if isinstance(v, bool) or not isinstance(v, int):
-                    if isinstance(v, float) and v.is_integer():
-                        v = int(v)
-                    else:
-                        raise TypeError
-            elif isinstance(default, float):
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise TypeError
-                v = float(v)
-            elif isinstance(default, str):
-                if not isinstance(v, str):
-                    raise TypeError
-            elif isinstance(default, list):
-                if isinstance(v, str):
-                    v = [v]
-                v = [str(x) for x in v]
-            elif isinstance(default, dict):
-                if not isinstance(v, dict):
-                    raise TypeError
-        except TypeError:
-            raise TrainingError(f"setting {name}: {v!r} is not a {type(default).__name__}") from None
-        setattr(cfg, name, v)
-    if cfg.amp not in ("auto", "bf16", "fp16", "none"):
-        raise TrainingError(f"--amp {cfg.amp}: use auto, bf16, fp16 or none")
-    if cfg.channels_last not in ("auto", "on", "off"):
-        raise TrainingError(f"--channels-last {cfg.channels_last}: use auto, on or off")
-    if cfg.fft not in ("l1", "mse"):
-        raise TrainingError(f"--fft {cfg.fft}: use l1 or mse")
-    for name in ("batch", "accum", "crop", "log_every", "val_every", "ckpt_every"):
-        if getattr(cfg, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} must be >= 1")
-    if cfg.lr <= 0 or cfg.lr_min < 0:
-        raise TrainingError("--lr must be > 0 and --lr-min >= 0")
-    return cfg
+            params[k].type_cast_value(ctx, v)
+        except click.BadParameter as e:
+            raise click.ClickException(f"--config {value}: {k} = {v!r}: {e.format_message()}") from None
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return value
+
+
+def settings_text(cfg: TrainConfig, mcfg: DSANetConfig, total: int) -> str:
+    """The saved ``train.toml``: every setting, the resolved model and the resolved step count."""
+    return tomli_w.dumps({**dataclasses.asdict(cfg), "steps": total, "model": dataclasses.asdict(mcfg)})
 
 
 # ----------------------------------------------------------------------------------------------
-# Helpers
+# Pieces of a run
 # ----------------------------------------------------------------------------------------------
 
-def expand_shards(items) -> list[str]:
-    """Shard arguments -> files: folders give their ``*.h5``, unexpanded globs are expanded."""
-    out = []
-    for it in items:
-        p = Path(it)
-        if p.is_dir():
-            found = sorted(str(x) for x in p.glob("*.h5"))
-            if not found:
-                raise DataError(f"{it}: folder holds no .h5 shards")
-            out += found
-        elif any(ch in str(it) for ch in "*?[") and not p.exists():
-            found = sorted(glob.glob(str(it)))
-            if not found:
-                raise DataError(f"{it}: no shard matches")
-            out += found
-        else:
-            if not p.exists():
-                raise DataError(f"{it}: no such file")
-            out.append(str(it))
-    return out
+def shard_list(items) -> list[str]:
+    return [str(p) for p in find_shards(expand_globs(items), default=None)] if items else []
 
 
 def lr_factor(step: int, cfg: TrainConfig, total: int) -> float:
@@ -293,8 +265,7 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        want_cuda = device_arg == "cuda" or device_arg.startswith("cuda") or \
-            (device_arg == "auto" and torch.cuda.is_available())
+        want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
         if want_cuda and not torch.cuda.is_available():
             raise TrainingError("--device cuda: no CUDA device available")
         if want_cuda:
@@ -348,17 +319,13 @@ class MetricsLog:
 
     def __init__(self, out: Path, start_step: int, use_tb: bool):
         self.path = out / "metrics.jsonl"
-        if start_step == 0:
-            self.path.write_text("")
-        elif self.path.exists():
-            keep = []
+        keep = []
+        if start_step and self.path.exists():
             for line in self.path.read_text().splitlines():
-                try:
+                with contextlib.suppress(ValueError):
                     if json.loads(line).get("step", 0) <= start_step:
                         keep.append(line)
-                except ValueError:
-                    continue
-            self.path.write_text("".join(x + "\n" for x in keep))
+        self.path.write_text("".join(x + "\n" for x in keep))
         self.fh = open(self.path, "a", buffering=1)
         self.tb = None
         if use_tb:
@@ -392,6 +359,7 @@ def validate(net, loader, labels, device, amp_dtype, channels_last=True) -> dict
     was_training = net.training
     net.eval()
     sums = MetricSums(labels, device=device)
+    dt = torch.float64 if device.type == "cpu" else torch.float32
     for blur, sharp, lab, _ in loader:
         x = to_model_input(blur, device, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -399,421 +367,356 @@ def validate(net, loader, labels, device, amp_dtype, channels_last=True) -> dict
         r = quantize(out.float())
         s = sharp.to(device).permute(0, 3, 1, 2).float()
         b = blur.to(device).permute(0, 3, 1, 2).float()
-        dt = torch.float64 if device.type == "cpu" else torch.float32
-        sums.add(lab.to(device), psnr(r, s, dtype=dt), ssim(r, s, dtype=dt),
-                 psnr(b, s, dtype=dt), ssim(b, s, dtype=dt))
+        sums.add(lab.to(device), psnr(r, s, dtype=dt), ssim(r, s, dtype=dt), psnr(b, s, dtype=dt),
+                 ssim(b, s, dtype=dt))
     sums.all_reduce()
     net.train(was_training)
     return sums.summary()
 
 
-# ----------------------------------------------------------------------------------------------
-# The run
-# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Run:
+    """Everything a run holds between steps."""
+    cfg: TrainConfig
+    mcfg: DSANetConfig
+    dd: Dist
+    out: Path
+    shards: list
+    index: ShardIndex
+    train_ds: CropDataset
+    val_loader: object
+    val_labels: list
+    total: int
+    net: torch.nn.Module            # the bare model (weights saved from here)
+    model: torch.nn.Module          # what the step calls: DDP and/or compiled around net
+    opt: torch.optim.Optimizer
+    sched: object
+    scaler: torch.amp.GradScaler
+    crit: torch.nn.Module
+    amp_dtype: object
+    amp_name: str
+    channels_last: bool
+    step: int = 0
+    best: float = -math.inf
+    last_val: dict | None = None
 
-def run(cfg: TrainConfig, resume: bool = False, echo=None) -> dict:
-    """Train according to ``cfg``; returns a summary dict. Raises BlurforgeError subclasses."""
-    _import_model()
-    cfg = coerce(cfg)
-    dd = Dist(cfg.device)
-    try:
-        return _run(cfg, resume, dd, echo)
-    finally:
-        dd.close()
+    @property
+    def device(self):
+        return self.dd.device
+
+    @property
+    def global_batch(self):
+        return self.cfg.batch * self.cfg.accum * self.dd.world
 
 
-def _run(cfg: TrainConfig, resume: bool, dd: Dist, echo) -> dict:
-    from tqdm import tqdm
+class LossMeter:
+    """Loss sums on the device since the last log line, and the first non-finite step (+1; 0: none),
+    so the loop never waits for the device except when it logs."""
 
-    device = dd.device
+    def __init__(self, device):
+        self.sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.n = torch.zeros((), device=device, dtype=torch.float64)
+        self.bad = torch.zeros((), device=device, dtype=torch.int64)
+        self.t, self.crops = time.perf_counter(), 0
+
+    def add(self, loss: torch.Tensor, step: int):
+        fin = torch.isfinite(loss)
+        self.bad = torch.where((self.bad == 0) & ~fin, torch.full_like(self.bad, step + 1), self.bad)
+        self.sum += torch.where(fin, loss.double(), torch.zeros_like(self.sum))
+        self.n += 1
+
+
+def settle(cfg: TrainConfig, resume: bool, explicit: set, dd: Dist, log):
+    """The settings this run uses: ``cfg`` as given, or on ``--resume`` the checkpoint's settings
+    overridden by the explicitly given ones. Returns ``(cfg, state or None, checkpoint path)``."""
     out = Path(cfg.out)
+    if not resume:
+        if not cfg.overwrite and ((out / "last.pt").exists() or (out / "last.prev.pt").exists()):
+            raise TrainingError(f"{out} already holds a run (last.pt); use --resume to continue it, "
+                                "--overwrite to start over, or another --out")
+        return cfg, None, None
 
-    def say(msg):
-        if dd.main:
-            (echo or tqdm.write)(msg)
+    def check(st, path):
+        if st.get("config", {}).get("model") is None:
+            raise CheckpointError(f"{path}: checkpoint has no model config")
+    state, path = load_resume(out, check=check, log=log)
+    saved = state["config"]
+    if path.name != "last.pt" and (out / "last.pt").exists():
+        dd.barrier()
+        if dd.main:   # keep the unreadable file aside so the next save cannot rotate it into last.prev.pt
+            os.replace(out / "last.pt", out / "last.corrupt.pt")
+            log("note: moved the unreadable last.pt to last.corrupt.pt")
+        dd.barrier()
+    if "steps" in explicit and saved.get("steps") not in (None, cfg.steps):
+        log(f"note: --steps changed from {saved.get('steps')} to {cfg.steps}; the cosine schedule is "
+            "recomputed for the new length from this step on")
+    for k in RESUME_FIXED:
+        if k in explicit and k in saved and saved[k] != getattr(cfg, k):
+            raise CheckpointError(f"{path}: checkpoint was trained with {k}={saved[k]!r}, this run asks for "
+                                  f"{getattr(cfg, k)!r}; start a new --out (or --init-from the weights) instead")
+    taken = {k: v for k, v in saved.items() if k in FIELDS and k not in explicit and k not in RUN_ONLY}
+    return dataclasses.replace(cfg, **taken), state, path
 
-    shards = expand_shards(cfg.shards)
-    val_shards = expand_shards(cfg.val_shards) if cfg.val_shards else []
 
-    # ---- resume: the checkpoint's config is the base; this run's explicit settings override
-    state, ckpt_path = None, None
-    if not resume and not cfg.overwrite and ((out / "last.pt").exists() or (out / "last.prev.pt").exists()):
-        raise TrainingError(f"{out} already holds a run (last.pt); use --resume to continue it, "
-                            "--overwrite to start over, or another --out")
-    if resume:
-        def check(st, path):
-            if st.get("config", {}).get("model") is None:
-                raise CheckpointError(f"{path}: checkpoint has no model config")
-        state, ckpt_path = load_resume(out, check=check, log=say)
-        saved = state["config"]
-        if ckpt_path.name != "last.pt" and (out / "last.pt").exists():
-            dd.barrier()
-            if dd.main:   # keep the unreadable file aside so the next save cannot rotate it into last.prev.pt
-                os.replace(out / "last.pt", out / "last.corrupt.pt")
-                say("note: moved the unreadable last.pt to last.corrupt.pt")
-            dd.barrier()
-        if "steps" in getattr(cfg, "_explicit", set()) and saved.get("steps") not in (None, cfg.steps):
-            say(f"note: --steps changed from {saved.get('steps')} to {cfg.steps}; the cosine schedule is "
-                "recomputed for the new length from this step on")
-        for k in RESUME_FIXED:
-            if k in saved and saved[k] != getattr(cfg, k) and k in getattr(cfg, "_explicit", set()):
-                raise CheckpointError(f"{ckpt_path}: checkpoint was trained with {k}={saved[k]!r}, "
-                                      f"this run asks for {getattr(cfg, k)!r}; start a new --out "
-                                      f"(or --init-from the weights) instead")
-        explicit = getattr(cfg, "_explicit", set())
-        for k, v in saved.items():
-            if k in FIELDS and k not in explicit and k not in RUN_ONLY:
-                setattr(cfg, k, v)
-        cfg = coerce(cfg)
-
+def build(cfg: TrainConfig, dd: Dist, log) -> Run:
+    """Data, model (Kaiming initialisation, or ``--init-from``), optimiser, schedule and loss."""
+    device = dd.device
+    shards, val_shards = shard_list(cfg.shards), shard_list(cfg.val_shards)
     mcfg = cfg.model_config()
-    labels = list(parse_windows(cfg.windows) or {}) or None
     weights = parse_windows(cfg.windows)
-    index = ShardIndex(shards, labels=labels, min_size=cfg.crop)
-    fingerprint = index.fingerprint()
-    if state is not None:
-        if state["config"].get("model") != dataclasses.asdict(mcfg):
-            raise CheckpointError(f"{ckpt_path}: checkpoint model config differs from this run's "
-                                  f"({state['config'].get('model')} vs {dataclasses.asdict(mcfg)})")
-        if state.get("shards_fingerprint") != fingerprint and not cfg.allow_new_shards:
-            raise CheckpointError(f"{ckpt_path}: checkpoint was trained on a different shard list "
-                                  f"(fingerprint {state.get('shards_fingerprint')} vs {fingerprint}); "
-                                  "pass --allow-new-shards to continue on these")
-
+    index = ShardIndex(shards, labels=list(weights or {}) or None, min_size=cfg.crop)
     train_ds = CropDataset(index, crop=cfg.crop, weights=weights, seed=cfg.seed, rank=dd.rank,
                            augment=cfg.augment, focus=cfg.focus)
-    global_batch = cfg.batch * cfg.accum * dd.world
-    total = cfg.steps or max(1, math.ceil(cfg.epochs * index.num_pairs() / global_batch))
-
+    total = cfg.steps or max(1, math.ceil(cfg.epochs * index.num_pairs() / (cfg.batch * cfg.accum * dd.world)))
     val_loader, val_labels = None, []
     if val_shards:
-        vlabels = list(parse_windows(cfg.val_windows) or {}) or None
-        vindex = ShardIndex(val_shards, labels=vlabels, min_size=0)
+        vindex = ShardIndex(val_shards, labels=list(parse_windows(cfg.val_windows) or {}) or None, min_size=0)
         vset = PairDataset(vindex, crop=cfg.val_crop or None, max_per_label=cfg.val_max or None)
         if len(vset) == 0:
             raise DataError("validation shards hold no usable pairs")
         val_labels = vindex.labels
-        vpart = vset.part(dd.rank, dd.world)
         sizes = {tuple(vset.region(i)[2:]) for i in range(len(vset))}
-        vbatch = cfg.batch if (cfg.val_crop and len(sizes) == 1) else 1
         val_loader = torch.utils.data.DataLoader(
-            vpart, batch_size=vbatch, shuffle=False, num_workers=min(cfg.workers, 2),
-            pin_memory=device.type == "cuda")
+            vset.part(dd.rank, dd.world), batch_size=cfg.batch if (cfg.val_crop and len(sizes) == 1) else 1,
+            shuffle=False, num_workers=min(cfg.workers, 2), pin_memory=device.type == "cuda")
 
-    # ---- model, optimiser, schedule
     random.seed(cfg.seed + dd.rank)
     np.random.seed((cfg.seed + 7919 * dd.rank) % 2**32)
     torch.manual_seed(cfg.seed)     # identical initial weights on every rank
-    net = DSANet(mcfg)            # Kaiming-normal initialisation (DSANet.reset_parameters)
-    if cfg.init_from and state is None:
-        from .checkpoint import load_weights
+    net = DSANet(mcfg)
+    if cfg.init_from:
         sd, icfg, _ = load_weights(cfg.init_from)
         if icfg != dataclasses.asdict(mcfg):
             raise CheckpointError(f"--init-from {cfg.init_from}: its model config differs from this run's")
         net.load_state_dict(sd)
     torch.manual_seed(cfg.seed * 1000003 + dd.rank)  # per-rank stream for anything random in training
     use_cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
-    mem = torch.channels_last if use_cl else torch.contiguous_format
-    net = net.to(device, memory_format=mem)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                           weight_decay=cfg.weight_decay)
+    net = net.to(device, memory_format=torch.channels_last if use_cl else torch.contiguous_format)
+    model = net
+    if dd.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=cfg.find_unused)
+    if cfg.compile:
+        model = torch.compile(model)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total))
     amp_dtype, amp_name = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    crit = MultiScaleLoss(mu=cfg.mu, fft=cfg.fft)
-    if isinstance(crit, torch.nn.Module):
-        crit = crit.to(device)
+    crit = MultiScaleLoss(mu=cfg.mu, fft=cfg.fft).to(device)
+    return Run(cfg=cfg, mcfg=mcfg, dd=dd, out=Path(cfg.out), shards=shards, index=index, train_ds=train_ds,
+               val_loader=val_loader, val_labels=val_labels, total=total, net=net, model=model, opt=opt,
+               sched=sched, scaler=scaler, crit=crit, amp_dtype=amp_dtype, amp_name=amp_name, channels_last=use_cl)
 
-    step, best = 0, -math.inf
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-        if state.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        best = float(state.get("best_psnr", -math.inf))
-        rngs = state.get("rng") or []
-        if len(rngs) == dd.world:
-            set_rng_state(rngs[dd.rank])
-        elif rngs:
-            say(f"note: checkpoint was written by {len(rngs)} process(es), this run has {dd.world}; "
-                "crops continue per rank, RNG states start fresh")
-        say(f"resumed from {ckpt_path} at step {step}")
-    for g in opt.param_groups:   # the schedule is a pure function of the step
-        g["lr"] = cfg.lr * lr_factor(step, cfg, total)
 
-    raw = net
-    model = ddp = net
-    if dd.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
-                          find_unused_parameters=cfg.find_unused)
-    if cfg.compile:
-        model = torch.compile(model)
+def restore(r: Run, state: dict, path: Path, log):
+    """Continue from a checkpoint: same model, shards, optimiser, schedule, step and RNG streams."""
+    if state["config"].get("model") != dataclasses.asdict(r.mcfg):
+        raise CheckpointError(f"{path}: checkpoint model config differs from this run's "
+                              f"({state['config'].get('model')} vs {dataclasses.asdict(r.mcfg)})")
+    fingerprint = r.index.fingerprint()
+    if state.get("shards_fingerprint") != fingerprint and not r.cfg.allow_new_shards:
+        raise CheckpointError(f"{path}: checkpoint was trained on a different shard list (fingerprint "
+                              f"{state.get('shards_fingerprint')} vs {fingerprint}); pass --allow-new-shards "
+                              "to continue on these")
+    r.net.load_state_dict(state["model"])
+    r.opt.load_state_dict(state["optimizer"])
+    if state.get("scheduler"):
+        r.sched.load_state_dict(state["scheduler"])
+    if state.get("scaler") and r.scaler.is_enabled():
+        r.scaler.load_state_dict(state["scaler"])
+    r.step = int(state["step"])
+    r.best = float(state.get("best_psnr", -math.inf))
+    rngs = state.get("rng") or []
+    if len(rngs) == r.dd.world:
+        set_rng_state(rngs[r.dd.rank])
+    elif rngs:
+        log(f"note: checkpoint was written by {len(rngs)} process(es), this run has {r.dd.world}; "
+            "crops continue per rank, RNG states start fresh")
+    log(f"resumed from {path} at step {r.step}")
 
-    # ---- files
-    if dd.main:
-        out.mkdir(parents=True, exist_ok=True)
-        saved_cfg = {k: v for k, v in dataclasses.asdict(cfg).items()}
-        saved_cfg["model"] = dataclasses.asdict(mcfg)
-        saved_cfg["steps"] = total
-        from .checkpoint import atomic_write
-        atomic_write(out / "train.toml", lambda fh: fh.write(to_toml(saved_cfg).encode()))
-    dd.barrier()
-    mlog = MetricsLog(out, step, cfg.tensorboard) if dd.main else None
 
-    def config_dict():
-        d = dataclasses.asdict(cfg)
-        d["model"] = dataclasses.asdict(mcfg)
-        d["steps"] = total
-        return d
+def train_step(r: Run, batches, meter: LossMeter):
+    """One optimiser step over ``cfg.accum`` micro-batches (gradients synchronised on the last)."""
+    cfg = r.cfg
+    for micro in range(cfg.accum):
+        blur, sharp, _ = next(batches)
+        x = to_model_input(blur, r.device, r.channels_last)
+        y = to_model_input(sharp, r.device, r.channels_last)
+        defer_sync = r.dd.enabled and micro < cfg.accum - 1
+        ddp = getattr(r.model, "_orig_mod", r.model)
+        with ddp.no_sync() if defer_sync else contextlib.nullcontext():
+            with torch.autocast(r.device.type, dtype=r.amp_dtype, enabled=r.amp_dtype is not None):
+                outs = r.model(x)
+            loss = r.crit([o.float() for o in outs], y)
+            r.scaler.scale(loss / cfg.accum).backward()
+        meter.add(loss.detach(), r.step)
+    if cfg.grad_clip > 0:
+        r.scaler.unscale_(r.opt)
+        torch.nn.utils.clip_grad_norm_(r.net.parameters(), cfg.grad_clip)
+    r.scaler.step(r.opt)
+    r.scaler.update()
+    r.opt.zero_grad(set_to_none=True)
+    r.sched.step()
+    r.step += 1
+    meter.crops += r.global_batch
 
-    def make_state():
-        rngs = dd.gather_objects(rng_state())
-        return {"step": step, "model": raw.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": rngs, "config": config_dict(), "shards_fingerprint": fingerprint,
-                "shards": [Path(s).name for s in shards], "best_psnr": best, "world_size": dd.world}
 
-    say(f"dsanet-train: {len(index.shards)} shard(s), labels {', '.join(train_ds.labels)} "
-        f"({index.num_pairs()} pairs), {total} steps x {global_batch} crops of {cfg.crop}px "
-        f"({dd.world} process(es) x {cfg.batch} x accum {cfg.accum}) on {device.type}, amp {amp_name}, "
-        f"{sum(p.numel() for p in raw.parameters()) / 1e6:.2f}M params -> {out}")
-    if index.skipped_flagged:
-        say(f"note: skipped {index.skipped_flagged} pair(s) flagged align/<W>/ok = False")
+def check_finite(r: Run, meter: LossMeter):
+    """Stop the run (every rank) if any loss so far was NaN or inf; the last good checkpoint stays."""
+    first = int(r.dd.all_reduce(meter.bad.clone(), op=dist.ReduceOp.MAX).item())
+    if first:
+        last = r.out / "last.pt"
+        raise TrainingError(f"loss became NaN or inf at step {first}; stopped. The last good checkpoint is {last}"
+                            + ("" if last.exists() else " (none written yet)")
+                            + ". Lower --lr, try --amp none, or --grad-clip 1.0, then --resume.")
 
-    loader = make_loader(train_ds, cfg.batch, start_step=step * cfg.accum, workers=cfg.workers,
-                         pin_memory=device.type == "cuda")
-    it = iter(loader)
 
-    stop_at = min(total, cfg.stop_after) if cfg.stop_after else total
-    bar = tqdm(total=total, initial=step, disable=not (dd.main and cfg.progress), unit="step",
-               dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    loss_n = 0
-    bad = torch.zeros((), device=device, dtype=torch.int64)       # first non-finite step + 1, or 0
-    t_last, crops_since = time.perf_counter(), 0
-    last_val = None
-    model.train()
-    summary = {"diverged": False}
+def log_train(r: Run, meter: LossMeter, mlog, bar):
+    stats = r.dd.all_reduce(torch.stack([meter.sum, meter.n]))
+    now = time.perf_counter()
+    rate = meter.crops / max(now - meter.t, 1e-9)
+    lr = r.opt.param_groups[0]["lr"]
+    rec = {"kind": "train", "step": r.step, "loss": float(stats[0] / stats[1].clamp_min(1)), "lr": lr,
+           "crops_per_s": rate, "time": time.time()}
+    for k, v in (getattr(r.crit, "last_terms", None) or {}).items():
+        with contextlib.suppress(TypeError, ValueError):
+            rec[f"loss_{k}"] = float(v)
+    if mlog:
+        mlog.write(rec)
+    bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}", crops_s=f"{rate:.1f}", refresh=False)
+    meter.sum.zero_()
+    meter.n.zero_()
+    meter.t, meter.crops = now, 0
 
-    def check_finite():
-        flag = dd.all_reduce(bad.clone(), op=dist.ReduceOp.MAX)
-        first = int(flag.item())
-        if first:
-            msg = (f"loss became NaN or inf at step {first}; stopped. The last good checkpoint is "
-                   f"{out / 'last.pt'}" + (" (none written yet)" if not (out / "last.pt").exists() else "") +
-                   ". Lower --lr, try --amp none, or --grad-clip 1.0, then --resume.")
-            raise TrainingError(msg)
 
+def run_validation(r: Run, mlog, log):
+    """Validate, log, and keep ``best.pt`` when the PSNR over all labels improved."""
+    res = validate(r.net, r.val_loader, r.val_labels, r.device, r.amp_dtype, r.channels_last)
+    r.last_val = res
+    a = res.get("all", {})
+    improved = a.get("psnr", -math.inf) > r.best
+    if improved:
+        r.best = a["psnr"]
+    if mlog:
+        mlog.write({"kind": "val", "step": r.step, **a, "labels": {k: v for k, v in res.items() if k != "all"}})
+    nan = float("nan")
+    log(f"step {r.step}: val PSNR {a.get('psnr', nan):.2f} dB (blurred {a.get('psnr_blur', nan):.2f}), "
+        f"SSIM {a.get('ssim', nan):.4f} (blurred {a.get('ssim_blur', nan):.4f})" + ("  *best*" if improved else ""))
+    if improved:
+        save(r, "best.pt", keep_prev=False)
+
+
+def save(r: Run, name: str, keep_prev: bool = True):
+    """Write a full checkpoint (RNG states of every rank gathered; rank 0 writes, atomically)."""
+    rngs = r.dd.gather_objects(rng_state())
+    if not r.dd.main:
+        return
+    config = {**dataclasses.asdict(r.cfg), "model": dataclasses.asdict(r.mcfg), "steps": r.total}
+    state = {"step": r.step, "model": r.net.state_dict(), "optimizer": r.opt.state_dict(),
+             "scheduler": r.sched.state_dict(), "scaler": r.scaler.state_dict() if r.scaler.is_enabled() else None,
+             "rng": rngs, "config": config, "shards_fingerprint": r.index.fingerprint(),
+             "shards": [Path(s).name for s in r.shards], "best_psnr": r.best, "world_size": r.dd.world}
+    save_checkpoint(state, r.out / name, keep_prev=keep_prev)
+
+
+def export(r: Run, log):
+    """``model.safetensors`` + ``config.json`` for dsanet-deblur / dsanet-eval."""
+    export_weights(r.net.state_dict(), dataclasses.asdict(r.mcfg), r.out,
+                   extra={"step": r.step, "shards_fingerprint": r.index.fingerprint(), "val": r.last_val,
+                          "trained_with": "dsanet-train"})
+    best = f"; best val PSNR {r.best:.2f} dB -> {r.out / 'best.pt'}" if r.best > -math.inf else ""
+    log(f"done: {r.step} steps; weights -> {r.out / 'model.safetensors'} (+ config.json){best}")
+
+
+def fit(r: Run, log):
+    """Train from ``r.step`` to the end (or ``--stop-after``), logging, validating and saving on schedule."""
+    cfg = r.cfg
+    if r.dd.main:
+        r.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(r.out / "train.toml", settings_text(cfg, r.mcfg, r.total))
+    r.dd.barrier()
+    log(f"dsanet-train: {len(r.index.shards)} shard(s), labels {', '.join(r.train_ds.labels)} "
+        f"({r.index.num_pairs()} pairs), {r.total} steps x {r.global_batch} crops of {cfg.crop}px "
+        f"({r.dd.world} process(es) x {cfg.batch} x accum {cfg.accum}) on {r.device.type}, amp {r.amp_name}, "
+        f"{sum(p.numel() for p in r.net.parameters()) / 1e6:.2f}M params -> {r.out}")
+    if r.index.skipped_flagged:
+        log(f"note: skipped {r.index.skipped_flagged} pair(s) flagged align/<W>/ok = False")
+    for g in r.opt.param_groups:   # the schedule is a pure function of the step
+        g["lr"] = cfg.lr * lr_factor(r.step, cfg, r.total)
+    mlog = MetricsLog(r.out, r.step, cfg.tensorboard) if r.dd.main else None
+    loader = make_loader(r.train_ds, cfg.batch, start_step=r.step * cfg.accum, workers=cfg.workers,
+                         pin_memory=r.device.type == "cuda")
+    stop_at = min(r.total, cfg.stop_after) if cfg.stop_after else r.total
+    meter = LossMeter(r.device)
+    r.model.train()
     try:
-        while step < stop_at:
-            for micro in range(cfg.accum):
-                blur, sharp, _ = next(it)
-                x = to_model_input(blur, device, use_cl)
-                y = to_model_input(sharp, device, use_cl)
-                sync_ctx = ddp.no_sync() if (dd.enabled and micro < cfg.accum - 1) else _nullctx()
-                with sync_ctx:
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        outs = model(x)
-                    outs = [o.float() for o in outs]
-                    loss = crit(outs, y)
-                    scaler.scale(loss / cfg.accum).backward()
-                ld = loss.detach()
-                fin = torch.isfinite(ld)
-                bad = torch.where((bad == 0) & ~fin, torch.full_like(bad, step + 1), bad)
-                loss_sum += torch.where(fin, ld.double(), torch.zeros_like(loss_sum))
-                loss_n += 1
-            if cfg.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            crops_since += global_batch
-            bar.update(1)
-
-            if step % cfg.log_every == 0 or step == stop_at:
-                check_finite()
-                stats = torch.stack([loss_sum, torch.tensor(float(loss_n), device=device,
-                                                            dtype=torch.float64)])
-                dd.all_reduce(stats)
-                now = time.perf_counter()
-                rate = crops_since / max(now - t_last, 1e-9)
-                lr_now = opt.param_groups[0]["lr"]
-                rec = {"kind": "train", "step": step, "loss": float(stats[0] / max(stats[1], 1)),
-                       "lr": lr_now, "crops_per_s": rate, "time": time.time()}
-                last_terms = getattr(crit, "last_terms", None)
-                if isinstance(last_terms, dict):
-                    for k, v in last_terms.items():
-                        try:
-                            rec[f"loss_{k}"] = float(v)
-                        except (TypeError, ValueError):
-                            pass
-                if mlog:
-                    mlog.write(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr_now:.2e}", crops_s=f"{rate:.1f}",
-                                refresh=False)
-                loss_sum.zero_()
-                loss_n = 0
-                t_last, crops_since = now, 0
-
-            is_end = step == stop_at
-            if val_loader is not None and (step % cfg.val_every == 0 or step == total):
-                check_finite()
-                res = validate(raw, val_loader, val_labels, device, amp_dtype, use_cl)
-                last_val = res
-                a = res.get("all", {})
-                improved = a.get("psnr", -math.inf) > best
-                if improved:
-                    best = a["psnr"]
-                if mlog:
-                    mlog.write({"kind": "val", "step": step, **{k: v for k, v in a.items()},
-                                "labels": {k: v for k, v in res.items() if k != "all"}})
-                say(f"step {step}: val PSNR {a.get('psnr', float('nan')):.2f} dB (blurred "
-                    f"{a.get('psnr_blur', float('nan')):.2f}), SSIM {a.get('ssim', float('nan')):.4f} "
-                    f"(blurred {a.get('ssim_blur', float('nan')):.4f})" + ("  *best*" if improved else ""))
-                if improved:
-                    st = make_state()
-                    if dd.main:
-                        save_checkpoint(st, out / "best.pt", keep_prev=False)
-            if step % cfg.ckpt_every == 0 or is_end:
-                check_finite()
-                st = make_state()
-                if dd.main:
-                    save_checkpoint(st, out / "last.pt")
-    except StopIteration:  # pragma: no cover - the sampler is endless
-        raise TrainingError("data loader ended unexpectedly") from None
+        with progress(r.total, "train", quiet=not (r.dd.main and cfg.progress), unit="step") as bar:
+            bar.update(r.step)
+            batches = iter(loader)
+            while r.step < stop_at:
+                train_step(r, batches, meter)
+                bar.update(1)
+                if r.step % cfg.log_every == 0 or r.step == stop_at:
+                    check_finite(r, meter)
+                    log_train(r, meter, mlog, bar)
+                if r.val_loader is not None and (r.step % cfg.val_every == 0 or r.step == r.total):
+                    check_finite(r, meter)
+                    run_validation(r, mlog, log)
+                if r.step % cfg.ckpt_every == 0 or r.step == stop_at:
+                    check_finite(r, meter)
+                    save(r, "last.pt")
     finally:
-        bar.close()
         if mlog:
             mlog.close()
-        del it
-
-    summary.update({"step": step, "total_steps": total, "best_psnr": best if best > -math.inf else None,
-                    "val": last_val, "out": str(out), "model": raw})
-    if step >= total and dd.main:
-        export_weights(raw.state_dict(), dataclasses.asdict(mcfg), out,
-                       extra={"step": step, "shards_fingerprint": fingerprint, "val": last_val,
-                              "trained_with": "dsanet-train"})
-        say(f"done: {step} steps; weights -> {out / 'model.safetensors'} (+ config.json)"
-            + (f"; best val PSNR {best:.2f} dB -> {out / 'best.pt'}" if best > -math.inf else ""))
-    elif dd.main:
-        say(f"stopped at step {step} of {total}; continue with --resume --out {out}")
-    dd.barrier()
-    return summary
 
 
-class _nullctx:
-    def __enter__(self):
-        return self
+def run(cfg: TrainConfig, resume: bool = False, explicit=()) -> dict:
+    """Train according to ``cfg``; ``explicit`` names the settings the user gave (on ``--resume`` the
+    others come from the checkpoint). Returns a summary; raises BlurforgeError subclasses."""
+    dd = Dist(cfg.device)
 
-    def __exit__(self, *a):
-        return False
+    def log(msg):
+        if dd.main:
+            say(msg, err=True)
+
+    try:
+        cfg, state, path = settle(cfg, resume, set(explicit), dd, log)
+        r = build(cfg, dd, log)
+        if state is not None:
+            restore(r, state, path, log)
+        fit(r, log)
+        if r.step >= r.total:
+            if dd.main:
+                export(r, log)
+        else:
+            log(f"stopped at step {r.step} of {r.total}; continue with --resume --out {r.out}")
+        dd.barrier()
+        return {"step": r.step, "total_steps": r.total, "best_psnr": r.best if r.best > -math.inf else None,
+                "val": r.last_val, "out": str(r.out), "model": r.net}
+    finally:
+        dd.close()
 
 
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
 
-def _parse_model_opts(items) -> dict:
-    out = {}
-    for it in items:
-        k, sep, v = it.partition("=")
-        if not sep or not k.strip():
-            raise TrainingError(f"--model-opt {it!r}: use KEY=VALUE")
-        try:
-            out[k.strip()] = json.loads(v)
-        except ValueError:
-            out[k.strip()] = v
-    return out
+GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT_MAP)
 
 
-
-D = TrainConfig()
-
-
-@click.command(cls=greedy_command(("--shards", "--val-shards")),
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--shards", multiple=True, metavar="SHARD",
-              help="Training shards (.h5 files, folders of them, or quoted globs); repeat the flag, or "
-                   "pass several after one flag via the shell (--shards data/*.h5 expands).")
-@click.option("--val-shards", multiple=True, metavar="SHARD", help="Held-out shards for validation.")
-@click.option("--out", default=D.out, show_default=True, help="Run folder (checkpoints, metrics, weights).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+@click.command(cls=greedy_command(("--shards", "--val-shards")), context_settings=CONTEXT)
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_config_callback,
               help="Settings file (.toml, or .yaml with PyYAML); keys are the long flag names "
                    "(dashes or underscores), model overrides under [model]. Flags given on the "
                    "command line win. Every run saves its full settings to OUT/train.toml.")
-@click.option("--windows", default=D.windows, show_default=True,
-              help="Window labels to train on and their weights: '36,73', 'gopro:2,36:1,73:1', or 'all'.")
-@click.option("--val-windows", default=D.val_windows, show_default=True, help="Labels to validate ('all').")
-@click.option("--tiny", is_flag=True, default=False, help="DSANetConfig.tiny(): a small model for CPU runs.")
-@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
-              help="Override a DSANetConfig field (value parsed as JSON), e.g. --model-opt scales=2.")
-@click.option("--steps", type=int, default=D.steps, show_default=True,
-              help="Optimizer steps; 0 = epochs x usable pairs / global batch.")
-@click.option("--epochs", type=float, default=D.epochs, show_default=True,
-              help="Length in epochs when --steps is 0 (one crop per usable sharp pair per epoch).")
-@click.option("--batch", type=int, default=D.batch, show_default=True, help="Crops per process per step.")
-@click.option("--accum", type=int, default=D.accum, show_default=True,
-              help="Gradient accumulation: micro-batches per step (global batch = batch x GPUs x accum).")
-@click.option("--crop", type=int, default=D.crop, show_default=True, help="Training crop size (pixels).")
-@click.option("--lr", type=float, default=D.lr, show_default=True, help="Initial Adam learning rate.")
-@click.option("--lr-min", type=float, default=D.lr_min, show_default=True, help="Final lr of the cosine.")
-@click.option("--warmup", type=int, default=D.warmup, show_default=True, help="Linear warm-up steps.")
-@click.option("--beta1", type=float, default=D.beta1, show_default=True)
-@click.option("--beta2", type=float, default=D.beta2, show_default=True)
-@click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True)
-@click.option("--grad-clip", type=float, default=D.grad_clip, show_default=True,
-              help="Clip the gradient norm to this (0 = off).")
-@click.option("--mu", type=float, default=D.mu, show_default=True, help="Weight of the FFT loss.")
-@click.option("--fft", type=click.Choice(["l1", "mse"]), default=D.fft, show_default=True,
-              help="FFT loss: l1 on real/imag parts (MIMO-UNet), or mse (the paper's formula; with "
-                   "the orthonormal FFT it equals the pixel MSE, by Parseval).")
-@click.option("--augment/--no-augment", default=D.augment, show_default=True,
-              help="Random flips and 90-degree rotations.")
-@click.option("--focus", type=float, default=D.focus, show_default=True,
-              help="Fraction of crops placed where the blur is (best of 8 random windows by mean "
-                   "|blur - sharp|); 0 = uniform crops as in the paper.")
-@click.option("--seed", type=int, default=D.seed, show_default=True)
-@click.option("--workers", type=int, default=D.workers, show_default=True, help="Data loader workers per process.")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default=D.amp, show_default=True,
-              help="Mixed precision: auto = bf16 on CUDA, none on CPU; fp16 uses a GradScaler.")
-@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default=D.channels_last,
-              show_default=True, help="channels_last memory format (auto: on for CUDA, off for CPU).")
-@click.option("--compile", is_flag=True, default=D.compile, help="torch.compile the model.")
-@click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--val-every", type=int, default=D.val_every, show_default=True, help="Validate every N steps.")
-@click.option("--val-crop", type=int, default=D.val_crop, show_default=True,
-              help="Validate on centre crops of this size (0 = whole images).")
-@click.option("--val-max", type=int, default=D.val_max, show_default=True,
-              help="Validation pairs per label, evenly spaced (0 = all).")
-@click.option("--ckpt-every", type=int, default=D.ckpt_every, show_default=True,
-              help="Write OUT/last.pt every N steps (and at the end).")
-@click.option("--log-every", type=int, default=D.log_every, show_default=True,
-              help="Log loss/lr/crops-per-second every N steps.")
-@click.option("--stop-after", type=int, default=D.stop_after, show_default=True,
-              help="Stop after this step as if interrupted (the schedule still spans --steps); "
-                   "continue later with --resume.")
+@settings_options
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from last.pt (last.prev.pt if "
                                              "last.pt is unreadable).")
-@click.option("--init-from", default=D.init_from, metavar="WEIGHTS",
-              help="Start from these weights (.pt or model.safetensors) with a fresh optimizer: fine-tuning.")
-@click.option("--allow-new-shards", is_flag=True, default=D.allow_new_shards,
-              help="Let --resume continue on a different shard list.")
-@click.option("--overwrite", is_flag=True, default=D.overwrite,
-              help="Start a new run in an OUT that already holds one (its checkpoints are replaced).")
-@click.option("--find-unused", is_flag=True, default=D.find_unused, help="DDP find_unused_parameters.")
-@click.option("--progress/--no-progress", default=D.progress, show_default=True, help="tqdm progress bar.")
-@click.option("--tensorboard/--no-tensorboard", default=D.tensorboard, show_default=True,
-              help="Also log to OUT/tb when the tensorboard package is installed.")
 @click.pass_context
 @friendly
-def main(ctx, config_file, model_opts, resume, **kw):
+def main(ctx, resume, **kw):
     """Train DSANet on blurforge shards.
 
     \b
@@ -848,32 +751,19 @@ def main(ctx, config_file, model_opts, resume, **kw):
     scikit-image computes it, see dsanet-eval). A NaN/inf loss stops the run (exit 1) and
     keeps the last good checkpoint.
     """
-    from click.core import ParameterSource
-
-    explicit = {k for k in kw if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
-    if model_opts:
+    explicit = {k for k in kw if ctx.get_parameter_source(k) in GIVEN}
+    file_model = ctx.meta.get("dsanet.config_model", {})
+    if file_model:
         explicit.add("model")
-    settings = read_config_file(config_file) if config_file else {}
-    cfg = TrainConfig()
-    for k, v in settings.items():
-        setattr(cfg, k, v)
-    for k in explicit:
-        if k in kw:
-            setattr(cfg, k, list(kw[k]) if isinstance(kw[k], tuple) else kw[k])
-    if model_opts:
-        cfg.model = {**(cfg.model or {}), **_parse_model_opts(model_opts)}
-    cfg._explicit = explicit | set(settings)
+    cfg = TrainConfig(**{**kw, "shards": list(kw["shards"]), "val_shards": list(kw["val_shards"]),
+                         "model": {**file_model, **kw["model"]}})
+    if not cfg.shards and resume and (Path(cfg.out) / "train.toml").exists():
+        prev = read_config_file(Path(cfg.out) / "train.toml")
+        cfg.shards = prev.get("shards", [])
+        cfg.val_shards = cfg.val_shards or prev.get("val_shards", [])
     if not cfg.shards:
-        if resume:
-            prev = Path(cfg.out) / "train.toml"
-            if prev.exists():
-                cfg.shards = read_config_file(prev).get("shards", [])
-                if not cfg.val_shards:
-                    cfg.val_shards = read_config_file(prev).get("val_shards", [])
-        if not cfg.shards:
-            raise DataError("no shards given: use --shards data/*.h5 (or a folder of shards)")
-    summary = run(cfg, resume=resume, echo=lambda m: click.echo(m, err=True))
-    return summary
+        raise DataError("no shards given: use --shards data/*.h5 (or a folder of shards)")
+    return run(cfg, resume=resume, explicit=explicit)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 config round trip and one-line errors. Tiny models, 32-64 px crops: each run takes seconds."""
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
+import tomli_w
 import torch
 from click.testing import CliRunner
 from test_data import box_blur, make_shard, smooth_images
@@ -17,7 +17,7 @@ from test_data import box_blur, make_shard, smooth_images
 import dsanet.checkpoint as ckpt_mod
 import dsanet.train as train_mod
 from dsanet.checkpoint import CheckpointError, load_checkpoint, load_resume, save_checkpoint
-from dsanet.train import TrainConfig, TrainingError, main, read_config_file, run, to_toml
+from dsanet.train import TrainConfig, TrainingError, main, read_config_file, run
 
 SMALL = {"width": 4, "blocks": 1, "kernel_size": 3}
 
@@ -107,9 +107,10 @@ def test_killed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_resume_rejects_mismatch(shards, tmp_path):
     run(cfg_for(shards, tmp_path / "r", steps=2, val_shards=[]))
     c = cfg_for(shards, tmp_path / "r", steps=2, val_shards=[], model={**SMALL, "width": 6})
-    c._explicit = {"model"}
     with pytest.raises(CheckpointError, match="model config differs"):
-        run(c, resume=True)
+        run(c, resume=True, explicit={"model"})
+    with pytest.raises(CheckpointError, match="trained with crop=32"):
+        run(cfg_for(shards, tmp_path / "r", steps=2, val_shards=[], crop=48), resume=True, explicit={"crop"})
     other = make_shard(tmp_path / "other.h5", smooth_images(2, 64, 64, seed=9),
                        {"9": smooth_images(2, 64, 64, seed=8)})
     with pytest.raises(CheckpointError, match="different shard list"):
@@ -135,7 +136,6 @@ class NanAt(torch.nn.Module):
 
 
 def test_nan_loss_stops_with_clear_message(shards, tmp_path, monkeypatch):
-    train_mod._import_model()
     monkeypatch.setattr(train_mod, "MultiScaleLoss", NanAt)
     out = tmp_path / "nan"
     res = CliRunner().invoke(main, ["--shards", str(shards[0]), "--out", str(out), "--tiny",
@@ -184,9 +184,8 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(shards, tmp_path):
 
 def test_config_file_round_trip_and_flag_override(shards, tmp_path):
     cfg = cfg_for(shards, tmp_path / "c")
-    d = {k: v for k, v in cfg.__dict__.items() if not k.startswith("_")}
     path = tmp_path / "c.toml"
-    path.write_text(to_toml(d))
+    path.write_text(tomli_w.dumps(dataclasses.asdict(cfg)))
     back = read_config_file(path)
     assert back["model"] == SMALL and back["lr"] == 1e-3 and back["shards"] == [str(shards[0])]
     runner = CliRunner()
@@ -219,12 +218,45 @@ def test_bad_input_one_line_error(shards, tmp_path, args, expect):
 
 
 def test_shell_glob_expansion_and_lr_schedule(shards):
-    from dsanet.checkpoint import spread_multi
+    from blurforge.cliutil import spread_multi
     assert spread_multi(["--shards", "a", "b", "--val-shards", "c", "d", "--out", "x"],
                         ("--shards", "--val-shards")) == \
         ["--shards", "a", "--shards", "b", "--val-shards", "c", "--val-shards", "d", "--out", "x"]
+    # no warm-up: the schedule is torch's own cosine annealing, step for step
     c = TrainConfig(lr=2e-4, lr_min=1e-6)
-    f = [train_mod.lr_factor(s, c, 100) * c.lr for s in (0, 50, 100)]
-    assert f[0] == pytest.approx(2e-4) and f[2] == pytest.approx(1e-6)
-    assert f[1] == pytest.approx((2e-4 + 1e-6) / 2)
-    assert math.isfinite(np.float64(f[1]))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=c.lr)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100, eta_min=c.lr_min)
+    for s in range(101):
+        assert train_mod.lr_factor(s, c, 100) * c.lr == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), s
+        opt.step()
+        ref.step()
+    # warm-up: linear to the full lr over 10 steps, then the cosine over the remaining 100
+    w = TrainConfig(lr=1e-3, lr_min=0.0, warmup=10)
+    assert [train_mod.lr_factor(s, w, 110) for s in (0, 4, 9, 10)] == pytest.approx([0.1, 0.5, 1.0, 1.0])
+    assert train_mod.lr_factor(60, w, 110) == pytest.approx(0.5)
+    assert train_mod.lr_factor(110, w, 110) == 0.0 and train_mod.lr_factor(500, w, 110) == 0.0
+
+
+def test_cli_settings_sources(shards, tmp_path):
+    """Folders are searched recursively; a --config file feeds the defaults and flags win; a wrong
+    value in the file is one line naming the setting."""
+    nested = tmp_path / "data" / "a" / "b"
+    nested.mkdir(parents=True)
+    (nested / "train.h5").write_bytes(Path(shards[0]).read_bytes())
+    conf = tmp_path / "c.toml"
+    conf.write_text(tomli_w.dumps({"lr": 5e-4, "crop": 32, "batch": 2, "steps": 3, "workers": 0, "tiny": True,
+                                   "tensorboard": False, "model": {"width": 4}}))
+    out = tmp_path / "o"
+    res = CliRunner().invoke(main, ["--config", str(conf), "--shards", str(tmp_path / "data"), "--steps", "2",
+                                    "--out", str(out), "--no-progress", "--model-opt", "blocks=1"])
+    assert res.exit_code == 0, res.output
+    saved = read_config_file(out / "train.toml")
+    assert saved["shards"] == [str(tmp_path / "data")]       # as given: a re-run searches the folder again
+    assert (saved["steps"], saved["lr"], saved["crop"]) == (2, 5e-4, 32)
+    assert (saved["model"]["width"], saved["model"]["blocks"], saved["model"]["kernel_size"]) == (4, 1, 3)
+    st = load_checkpoint(out / "last.pt")
+    assert st["step"] == 2 and st["shards"] == ["train.h5"]
+    conf.write_text('lr = "fast"\n')
+    res = CliRunner().invoke(main, ["--config", str(conf), "--shards", str(shards[0]), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "lr" in res.output and "fast" in res.output
+    assert len(res.output.strip().splitlines()) == 1
