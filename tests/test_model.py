@@ -33,11 +33,41 @@ def n_params(cfg):
 
 # -------------------------------------------------------------------------------------------- config
 def test_default_size_is_srn_plus_sam():
-    n = n_params(DSANetConfig())
-    assert 8_000_000 <= n <= 8_500_000, n
-    # the SAM (+ fusion) is a small step on top of 3Ed, as the paper's "+0.3 MB"
-    delta = n - n_params(DSANetConfig.ablation("3Ed"))
-    assert 0 < delta * 4 / 1e6 < 0.75, delta
+    """The exact accounting of the model docstring, conv by conv (5x5 convs, 4x4 deconvs, 3x3 ConvLSTM)."""
+    def c(cin, cout, k):
+        return cin * cout * k * k + cout
+
+    res = [2 * c(w, w, 5) for w in (32, 64, 128)]                           # one residual block per stage
+    enc = c(6, 32, 5) + 3 * res[0] + c(32, 64, 5) + 3 * res[1] + c(64, 128, 5) + 3 * res[2]
+    lstm = c(256, 512, 3)
+    dec = 3 * res[2] + c(128, 64, 4) + 3 * res[1] + c(64, 32, 4) + 3 * res[0] + c(32, 32, 4)
+    sam = c(32, 3, 5) + c(32, 32, 5) + c(3, 32, 5)                          # image, feature, attention convs
+    fusion = c(64, 32, 5)
+    assert (enc, lstm, dec, sam, fusion) == (3_487_968, 1_180_160, 3_407_296, 30_467, 51_232)
+    net = DSANet(DSANetConfig())
+    assert net.parameter_table() == {"encoders": enc, "fusion": fusion, "convlstm": lstm, "decoders": dec,
+                                     "sam": sam}
+    assert net.count_parameters() == 8_157_123 == enc + fusion + lstm + dec + sam
+    # 3Ed: no SAM feature/attention convs and no fusion; SRN-DeblurNet is 3Ed less the third deconv
+    assert n_params(DSANetConfig.ablation("3Ed")) == 8_077_827 == 8_157_123 - c(32, 32, 5) - c(3, 32, 5) - fusion
+    assert 8_077_827 - c(32, 32, 4) == 8_061_411
+
+
+def test_dsanet_info_cli():
+    from click.testing import CliRunner
+
+    from dsanet.info import main
+    res = CliRunner().invoke(main, ["--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["parameters"] == 8_157_123
+    res = CliRunner().invoke(main, ["--tiny", "--ablation", "2Ed", "width=8", "-c", "blocks=2", "--json"])
+    got = json.loads(res.output)
+    assert got["config"] == dataclasses.asdict(DSANetConfig(width=8, blocks=2, kernel_size=3, stages=2, sam=False))
+    assert got["parameters"] == sum(got["parts"].values())
+    res = CliRunner().invoke(main, ["--all"])
+    assert res.exit_code == 0 and "8,157,123" in res.output and "8,077,827" in res.output
+    for bad in (["wdth=3"], ["sam=maybe"], ["width"]):
+        res = CliRunner().invoke(main, bad)
+        assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_ablation_sizes_rise_in_paper_order():
