@@ -21,7 +21,6 @@ are formed, which keeps the error far below 1e-4.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
