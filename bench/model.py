@@ -8,7 +8,8 @@ Per device and memory format (contiguous "plain" and channels_last): forward ms 
 1x3x720x1280 image (no_grad, eval), and training crops/s for batches of 4 x 256x256 crops (forward,
 multi-scale MSE + 0.1 FFT loss, backward, Adam step). CPU runs in float32; CUDA with bf16 autocast
 (``--amp``) and ``torch.cuda.synchronize()`` before every clock read. Medians over ``--repeats``
-after warm-up. ``*_channels_last_over_plain`` are throughput ratios (> 1: channels_last is faster).
+after warm-up, subnormal floats flushed (``dsanet.runtime.cpu_setup``) as in every entry point.
+``*_channels_last_over_plain`` are throughput ratios (> 1: channels_last is faster).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 
 from dsanet.losses import MultiScaleLoss
 from dsanet.model import DSANet, DSANetConfig
+from dsanet.runtime import cpu_setup
 
 FORMATS = {"plain": torch.contiguous_format, "channels_last": torch.channels_last}
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
@@ -125,6 +127,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=256)
     args = ap.parse_args(argv)
+    cpu_setup()
     if args.threads:
         torch.set_num_threads(args.threads)
 
