@@ -52,6 +52,8 @@ def _size(text: str) -> tuple[int, int]:
               help="scikit-image sample photo to film: astronaut, coffee, chelsea, rocket, hubble_deep_field, "
                    "immunohistochemistry, colorwheel, or the grey camera, brick, grass, gravel, moon, coins, "
                    "page, text, clock, cell.")
+@click.option("--object/--no-object", "moving_object", default=True, show_default=True,
+              help="A textured disc crossing the picture (fast local motion) besides the camera shake.")
 @click.option("--object-photo", default="coffee", show_default=True,
               help="Photo the moving disc's texture is cut from; 'same' cuts it from --photo (a clip that "
                    "shows one photo only, e.g. for a held-out test scene).")
@@ -66,7 +68,7 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--cut", default=-1, show_default=True, help="Cut to another photo at this frame (-1: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def synth(out, fps, frames, size, seed, photo, object_photo, shake, flicker, mains, drift, static, cut, quiet):
+def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shake, flicker, mains, drift, static, cut, quiet):
     """Synthesise a test clip OUT (.mp4) with known motion, flicker and exposure drift.
 
     A scikit-image sample photo is filmed in linear light by a shaking camera (translation, small
@@ -78,7 +80,8 @@ def synth(out, fps, frames, size, seed, photo, object_photo, shake, flicker, mai
 
     w, h = _size(size)
     cfg = SynthConfig(fps=fps, frames=frames, width=w, height=h, seed=seed, photo=photo,
-                      object_photo="" if object_photo == "same" else object_photo, shake_px=shake,
+                      moving_object=moving_object, object_photo="" if object_photo == "same" else object_photo,
+                      shake_px=shake,
                       flicker=flicker, mains=float(mains), drift=drift, motion=not static, cut=cut)
     with progress(frames, "synth", quiet, unit="frame") as bar:
         synthesize(out, cfg, progress=bar.update)

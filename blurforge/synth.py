@@ -44,6 +44,7 @@ class SynthConfig:
     cut: int = -1  # frame index at which the scene cuts to another photo (-1: none)
     crf: int = 10  # x264 quality of the encode
     level: float = 0.8  # linear exposure of the scene
+    moving_object: bool = True  # the textured disc crossing the picture (False: camera shake only)
     object_photo: str = "coffee"  # photo the moving disc's texture is cut from ("" : the scene's own)
 
 
@@ -88,13 +89,14 @@ def truth_table(cfg: SynthConfig) -> list[dict]:
     y0 = cfg.height * rng.uniform(0.35, 0.65)
     x_start, x_end = 0.1 * cfg.width, 0.9 * cfg.width
     ox = x_start + (x_end - x_start) * np.arange(n) / max(1, n - 1)
+    has_object = cfg.motion and cfg.moving_object
     rows = []
     for i in range(n):
         rows.append(dict(index=i, time=float(t[i]), dx=float(dx[i]), dy=float(dy[i]),
                          angle_deg=float(ang[i]), scale=float(scale[i]), gain=float(flick[i] * drift[i]),
                          flicker=float(flick[i]), drift=float(drift[i]),
-                         object_x=float(ox[i]) if cfg.motion else None,
-                         object_y=float(y0) if cfg.motion else None, object_radius=float(r)))
+                         object_x=float(ox[i]) if has_object else None,
+                         object_y=float(y0) if has_object else None, object_radius=float(r)))
     return rows
 
 
@@ -159,7 +161,7 @@ def render_frames(cfg: SynthConfig, rows: list[dict]):
         canvases.append(_canvas(load_photo(other), cfg))
     fw, fh = cfg.width, cfg.height
     sprite, alpha = (_object_sprite(rows[0]["object_radius"], cfg.object_photo or cfg.photo)
-                     if cfg.motion else (None, None))
+                     if cfg.motion and cfg.moving_object else (None, None))
     for row in rows:
         canvas = canvases[1 if 0 <= cfg.cut <= row["index"] else 0]
         m = camera_matrix(row, (canvas.shape[1], canvas.shape[0]), (fw, fh))

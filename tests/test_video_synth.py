@@ -71,3 +71,21 @@ def test_object_cut_from_the_scene_photo(tmp_path):
         disc = frame[y - r // 2:y + r // 2, x - r // 2:x + r // 2]
         spread = np.abs(disc[..., 0] - disc[..., 2]).max()
         assert (spread <= 1) == grey, (obj, spread)
+
+
+def test_no_object_films_the_shaking_scene_only():
+    """--no-object: the truth has no object, and the frame differs from one with the disc only
+    inside the disc (the camera shake is the same)."""
+    from blurforge.synth import render_frames, truth_table
+
+    base = dict(width=160, height=96, frames=1, photo="camera", seed=2)
+    rows_obj = truth_table(SynthConfig(**base))
+    with_obj = next(render_frames(SynthConfig(**base), rows_obj)).astype(int)
+    cfg = SynthConfig(**base, moving_object=False)
+    rows = truth_table(cfg)
+    assert rows[0]["object_x"] is None and rows[0]["dx"] == rows_obj[0]["dx"] != 0
+    without = next(render_frames(cfg, rows)).astype(int)
+    differs = np.abs(with_obj - without).max(-1) > 0
+    yy, xx = np.mgrid[0:96, 0:160]
+    outside = np.hypot(xx - rows_obj[0]["object_x"], yy - rows_obj[0]["object_y"]) > rows_obj[0]["object_radius"] + 3
+    assert differs.any() and not differs[outside].any()
