@@ -79,10 +79,11 @@ def test_baseline_only_and_shards_per_label(pairs, tmp_path):
     assert res.exit_code == 0, res.output
     p = np.mean([sk(s, box_blur(s))[0] for s in sharps])
     assert f"{p:.2f}" in res.output
-    shard = make_shard(tmp_path / "t.h5", sharps, {"9": [box_blur(s) for s in sharps],
-                                                   "5": [box_blur(s, 5) for s in sharps]})
-    out = tmp_path / "s.json"
-    res = CliRunner().invoke(main, ["--shards", str(shard), "--json", str(out), "--no-progress"])
+    (tmp_path / "data" / "deep").mkdir(parents=True)
+    make_shard(tmp_path / "data" / "deep" / "t.h5", sharps, {"9": [box_blur(s) for s in sharps],
+                                                             "5": [box_blur(s, 5) for s in sharps]})
+    out = tmp_path / "s.json"      # a folder is searched recursively, as by every other command
+    res = CliRunner().invoke(main, ["--shards", str(tmp_path / "data"), "--json", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
     assert set(rep["labels"]) == {"9", "5"} and rep["all"]["count"] == 6
