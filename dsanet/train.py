@@ -226,6 +226,8 @@ def _config_callback(ctx, param, value):
     ctx.meta["dsanet.config_model"] = settings.pop("model", {})
     params = {p.name: p for p in ctx.command.params}
     for k, v in settings.items():
+        if params[k].multiple and isinstance(v, str):
+            settings[k] = v = [v]
         try:
             params[k].type_cast_value(ctx, v)
         except click.BadParameter as e:
