@@ -280,7 +280,8 @@ class _VideoOut:
         self.tb, self.step, self.last_pts = tb, max(1, round(1 / (rate * tb))), None
 
     def rgb(self, frame) -> np.ndarray:
-        """Decoded frame -> float32 RGB in [0, 1], coded orientation, honouring its colour tags."""
+        """Decoded frame -> float32 RGB in [0, 1], coded orientation, honouring its colour tags: the
+        swscale conversion blurforge.video (the training data) and ``ffmpeg -pix_fmt rgb24`` apply."""
         rgb = frame.reformat(format=self.rgb_format, dst_color_range=2).to_ndarray()
         return rgb.astype(np.float32) / self.peak
 
@@ -288,7 +289,7 @@ class _VideoOut:
         img = upright(to_codes(restored, self.peak), self.orientation)[:self.height, :self.width]
         rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=self.rgb_format)
         yuv = rgb.reformat(format=self.stream.codec_context.pix_fmt, dst_colorspace=self.colorspace,
-                           dst_color_range=self.color_range)
+                           dst_color_range=self.color_range, interpolation="AREA")  # 2x2 chroma means
         pts = frame.pts if frame.pts is not None else (0 if self.last_pts is None else self.last_pts + self.step)
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1
