@@ -33,6 +33,7 @@ from blurforge.atomic import atomic_path, atomic_write
 from blurforge.cliutil import CONTEXT, friendly, say
 from blurforge.cliutil import progress as progress_bar
 from blurforge.errors import BlurforgeError
+from blurforge.video import reuse_freed_memory
 
 from .checkpoint import build_model
 from .runtime import autocast_for, pick_device
@@ -250,7 +251,6 @@ class _VideoOut:
     """The H.264 side: restored RGB frames in, encoded packets muxed with the source's timing."""
 
     def __init__(self, out, vin, first, crf: int):
-        self.out, self.vin = out, vin
         self.orientation = display_orientation(frame_display_matrix(first))
         self.deep = first.format.components[0].bits > 8
         self.rgb_format = "rgb48le" if self.deep else "rgb24"
@@ -267,6 +267,7 @@ class _VideoOut:
         cc = self.stream.codec_context
         cc.width, cc.height = self.width, self.height
         cc.pix_fmt = "yuv420p10le" if self.deep else "yuv420p"
+        cc.thread_type = "AUTO"                       # x264's frame threads, as the ffmpeg CLI uses
         cc.time_base = tb
         self.stream.time_base = tb
         cc.color_range = self.color_range
@@ -283,7 +284,7 @@ class _VideoOut:
         """Decoded frame -> float32 RGB in [0, 1], coded orientation, honouring its colour tags: the
         swscale conversion blurforge.video (the training data) and ``ffmpeg -pix_fmt rgb24`` apply."""
         rgb = frame.reformat(format=self.rgb_format, dst_color_range=2).to_ndarray()
-        return rgb.astype(np.float32) / self.peak
+        return np.multiply(rgb, np.float32(1 / self.peak), dtype=np.float32)
 
     def encode(self, restored: np.ndarray, frame) -> list:
         img = upright(to_codes(restored, self.peak), self.orientation)[:self.height, :self.width]
@@ -369,6 +370,7 @@ def restore_video(net, src, dst, device, tile: int = 0, overlap: int = 32, half:
             raise InputError(f"{src}: no video stream")
         vin = inp.streams.video[0]
         vin.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
+        vin.thread_type = "AUTO"
         ains = list(inp.streams.audio)
         with atomic_path(dst) as tmp, progress_bar(vin.frames or None, src.name, quiet=not progress,
                                                    unit="frame") as bar:
@@ -504,6 +506,7 @@ def main(inputs, checkpoint, out, tile, overlap, device, half, ext, jpeg_quality
     if ext not in IMAGE_EXTS:
         raise BlurforgeError(f"--ext {ext[1:]}: use one of png, tif, jpg, webp, bmp")
     dev = pick_device(device)
+    reuse_freed_memory()              # frame-sized buffers are reused, not page-faulted in anew each frame
     net, cfg, info = build_model(checkpoint, dev)
     if dev.type != "cpu":
         net = net.to(memory_format=torch.channels_last)
