@@ -3,7 +3,8 @@
 CPU (always): a demo-sized run (``DSANetConfig.tiny(width=16, residual_init=0)``, 128 px crops,
 batch 4, Adam 2e-3 with 100 warm-up steps and a cosine to 1e-5, the recipe of
 ``scripts/demo_train.sh``) of ``--steps`` (>= 400) real optimizer steps on blurred/sharp crops cut
-from scikit-image's bundled photos (blurred by random line kernels). Reports crops/s over the first
+from scikit-image's bundled photos (blurred by random line kernels), or drawn from ``--shards`` as
+the trainer draws them. Reports crops/s over the first
 100 and the last 100 steps and ``last_over_first``: with subnormal floats flushed
 (``dsanet.runtime.cpu_setup``) it stays near 1; the same run with flushing off is the in-run
 baseline (``--no-baseline`` skips it). Rates are given per wall-clock second and per CPU second of
@@ -18,6 +19,7 @@ autotuning, compilation) are not timed.
 
     python bench/train.py                  # CPU drift run + baseline, CUDA section when present
     python bench/train.py --steps 600 --no-baseline
+    python bench/train.py --shards data/ --skip-cuda
     python bench/train.py --skip-cpu --peak-tflops 989
 """
 from __future__ import annotations
@@ -108,24 +110,42 @@ def cosine(step: int, total: int, warmup: int, lo: float) -> float:
     return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def cpu_drift(steps: int, flush: bool, threads: int, seed: int = 0) -> dict:
-    """Crops/s over the first and last ``WINDOW`` steps of a demo-sized CPU run."""
-    torch.set_flush_denormal(flush)
-    torch.manual_seed(seed)
+def shard_batches(paths, crop: int, batch: int, seed: int = 0):
+    """Endless (blur, sharp) float batches from shards, as the trainer draws them (half the crops
+    where the blur is, flips and rotations)."""
+    from blurforge.cliutil import find_shards
+    from dsanet.data import CropDataset, ShardIndex, make_loader, to_model_input
+
+    index = ShardIndex([str(p) for p in find_shards(paths, default=None)], min_size=crop)
+    ds = CropDataset(index, crop=crop, seed=seed, focus=0.5)
+    for blur, sharp, _ in make_loader(ds, batch):
+        yield to_model_input(blur, None, False), to_model_input(sharp, None, False)
+
+
+def photo_batches(crop: int, batch: int, seed: int = 0):
+    """Endless random crops of :func:`photo_pairs`."""
     gen = torch.Generator().manual_seed(seed)
     blur, sharp = photo_pairs(seed=seed)
+    size = blur.shape[-1]
+    while True:
+        idx = torch.randint(0, blur.shape[0], (batch,), generator=gen)
+        y0, x0 = torch.randint(0, size - crop + 1, (2,), generator=gen).tolist()
+        yield blur[idx, :, y0:y0 + crop, x0:x0 + crop], sharp[idx, :, y0:y0 + crop, x0:x0 + crop]
+
+
+def cpu_drift(steps: int, flush: bool, threads: int, shards=None, seed: int = 0) -> dict:
+    """Crops/s over the first and last ``WINDOW`` steps of a demo-sized CPU run (data time excluded)."""
+    torch.set_flush_denormal(flush)
+    torch.manual_seed(seed)
     crop, batch, lr = 128, 4, 2e-3
+    batches = shard_batches(shards, crop, batch, seed) if shards else photo_batches(crop, batch, seed)
     net = DSANet(DSANetConfig.tiny(width=16, residual_init=0.0))
     crit = MultiScaleLoss(mu=0.1, fft="l1")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps, 100, 1e-5 / lr))
-    size = blur.shape[-1]
     wall, cpu = [], []
     for _ in range(steps):
-        idx = torch.randint(0, blur.shape[0], (batch,), generator=gen)
-        y0, x0 = torch.randint(0, size - crop + 1, (2,), generator=gen).tolist()
-        x = blur[idx, :, y0:y0 + crop, x0:x0 + crop]
-        y = sharp[idx, :, y0:y0 + crop, x0:x0 + crop]
+        x, y = next(batches)
         t0, c0 = time.perf_counter(), time.process_time()
         loss = crit(net(x), y)
         opt.zero_grad(set_to_none=True)
@@ -139,7 +159,8 @@ def cpu_drift(steps: int, flush: bool, threads: int, seed: int = 0) -> dict:
         first, last = batch * WINDOW / sum(times[:WINDOW]), batch * WINDOW / sum(times[-WINDOW:])
         return {"first100": round(first, 2), "last100": round(last, 2), "last_over_first": round(last / first, 3)}
 
-    return {"flush_denormal": flush, "steps": steps, "threads": threads, "final_loss": round(loss.item(), 5),
+    return {"flush_denormal": flush, "data": "shards" if shards else "photo crops", "steps": steps,
+            "threads": threads, "final_loss": round(loss.item(), 5),
             "crops_per_s": rates(wall), "crops_per_cpu_s": rates(cpu)}
 
 
@@ -228,6 +249,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=400, help="CPU run length (>= 2 x 100)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1, as each of the demo's processes; 0: torch's default)")
+    ap.add_argument("--shards", nargs="*", default=None,
+                    help="train the CPU run on these shards (files or folders; e.g. the demo's) instead of photo crops")
     ap.add_argument("--no-baseline", action="store_true", help="skip the run with flush-denormal off")
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--skip-cuda", action="store_true")
@@ -248,10 +271,10 @@ def main(argv=None):
         tiny = DSANet(DSANetConfig.tiny(width=16, residual_init=0.0))
         out["cpu_model"] = {"config": "tiny(width=16, residual_init=0)", "parameters": tiny.count_parameters(),
                             "crop": 128, "batch": 4, "flops_per_crop": flops_per_crop(tiny, 128, cpu)}
-        runs = [cpu_drift(args.steps, True, threads)]
+        runs = [cpu_drift(args.steps, True, threads, args.shards)]
         print(f"[bench] {runs[-1]}", file=sys.stderr, flush=True)
         if not args.no_baseline:
-            runs.append(cpu_drift(args.steps, False, threads))
+            runs.append(cpu_drift(args.steps, False, threads, args.shards))
             print(f"[bench] {runs[-1]}", file=sys.stderr, flush=True)
         torch.set_flush_denormal(True)
         out["cpu_runs"] = runs
