@@ -21,7 +21,7 @@ from .video import ffmpeg_exe
 
 # scikit-image's sample photos that ship inside its wheel (no download). Grey ones are filmed as grey.
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-          "colorwheel", "camera", "brick", "grass", "gravel", "moon", "coins", "page", "text", "clock",
+          "colorwheel", "retina", "motorcycle", "camera", "brick", "grass", "gravel", "moon", "coins", "page", "text", "clock",
           "cell")
 GAMMA = 2.2
 
@@ -54,7 +54,7 @@ def load_photo(name: str) -> np.ndarray:
 
     if name not in PHOTOS:
         raise BlurforgeError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
-    img = getattr(skimage.data, name)()
+    img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
     if img.dtype != np.uint8:
         raise BlurforgeError(f"photo {name!r} is not an 8-bit image")
     if img.ndim == 2:
