@@ -280,8 +280,8 @@ def main(argv=None):
         out["cpu_runs"] = runs
         out["cpu_last_over_first"] = runs[0]["crops_per_s"]["last_over_first"]
         out["cpu_last_over_first_by_cpu_time"] = runs[0]["crops_per_cpu_s"]["last_over_first"]
-        out["cpu_train_tflops"] = round(out["cpu_model"]["flops_per_crop"]["train"] *
-                                        runs[0]["crops_per_s"]["first100"] / 1e12, 4)
+        out["cpu_train_tflops_per_cpu_s"] = round(out["cpu_model"]["flops_per_crop"]["train"] *
+                                                  runs[0]["crops_per_cpu_s"]["first100"] / 1e12, 4)
     if not args.skip_cuda and torch.cuda.is_available():
         out["cuda"] = cuda_section(args)
     print(json.dumps(out, indent=2))
