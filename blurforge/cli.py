@@ -50,7 +50,7 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--seed", default=0, show_default=True, help="Seed of the random camera shake.")
 @click.option("--photo", default="astronaut", show_default=True,
               help="scikit-image sample photo to film: astronaut, coffee, chelsea, rocket, hubble_deep_field, "
-                   "immunohistochemistry, colorwheel, retina, motorcycle, or the grey camera, brick, grass, gravel, moon, coins, "
+                   "immunohistochemistry, colorwheel, retina, motorcycle, deadleaves (a new synthetic scene per --seed), or the grey camera, brick, grass, gravel, moon, coins, "
                    "page, text, clock, cell.")
 @click.option("--object/--no-object", "moving_object", default=True, show_default=True,
               help="A textured disc crossing the picture (fast local motion) besides the camera shake.")

@@ -22,7 +22,7 @@ from .video import ffmpeg_exe
 # scikit-image's sample photos that ship inside its wheel (no download). Grey ones are filmed as grey.
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
           "colorwheel", "retina", "motorcycle", "camera", "brick", "grass", "gravel", "moon", "coins", "page", "text", "clock",
-          "cell")
+          "cell", "deadleaves")
 GAMMA = 2.2
 
 
@@ -46,6 +46,30 @@ class SynthConfig:
     level: float = 0.8  # linear exposure of the scene
     moving_object: bool = True  # the textured disc crossing the picture (False: camera shake only)
     object_photo: str = "coffee"  # photo the moving disc's texture is cut from ("" : the scene's own)
+
+
+def dead_leaves(width: int, height: int, seed: int, rmin: float = 2.0, rmax: float | None = None,
+                discs: int = 20000) -> np.ndarray:
+    """A dead-leaves image (linear-light float32 RGB): opaque discs of random colour whose radii
+    follow p(r) ~ r^-3, drawn back to front. Like natural photos it is scale invariant, full of
+    occluding edges at every orientation and contrast, and every seed is a new scene: the
+    classic synthetic training content for restoration networks that must not learn one photo."""
+    rng = np.random.default_rng(seed)
+    rmax = rmax or 0.25 * min(width, height)
+    up = 2                                  # drawn at twice the size, then area-averaged: anti-aliased edges
+    img = np.empty((height * up, width * up, 3), np.uint8)
+    img[:] = rng.integers(0, 256, 3)
+    a, b = rmin ** -2, rmax ** -2
+    radii = (a - rng.random(discs) * (a - b)) ** -0.5
+    xs, ys = rng.random(discs) * width, rng.random(discs) * height
+    colours = rng.integers(0, 256, (discs, 3)).astype(np.float64)
+    grey = colours.mean(1, keepdims=True)
+    colours = np.rint(grey + rng.random((discs, 1)) * (colours - grey))   # saturation as varied as in photos
+    for r, x, y, c in zip(radii, xs, ys, colours):
+        cv2.circle(img, (int(x * up * 16), int(y * up * 16)), int(r * up * 16), tuple(int(v) for v in c),
+                   -1, cv2.LINE_8, 4)
+    img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return (img.astype(np.float32) / 255.0) ** GAMMA
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -110,9 +134,12 @@ def camera_matrix(row: dict, canvas_wh: tuple[int, int], frame_wh: tuple[int, in
     return m
 
 
-def _canvas(photo: np.ndarray, cfg: SynthConfig) -> np.ndarray:
+def _canvas(photo: np.ndarray | str, cfg: SynthConfig) -> np.ndarray:
+    """The scene the camera films: the photo scaled to cover the frame with room for the shake."""
     margin = 1.25 + cfg.zoom * 3
     need_w, need_h = cfg.width * margin + 4 * cfg.shake_px, cfg.height * margin + 4 * cfg.shake_px
+    if isinstance(photo, str):             # "deadleaves": drawn at the canvas size, one scene per seed
+        return dead_leaves(int(np.ceil(need_w)), int(np.ceil(need_h)), cfg.seed)
     s = max(need_w / photo.shape[1], need_h / photo.shape[0])
     size = (int(np.ceil(photo.shape[1] * s)), int(np.ceil(photo.shape[0] * s)))
     return cv2.resize(photo, size, interpolation=cv2.INTER_CUBIC)
@@ -120,7 +147,7 @@ def _canvas(photo: np.ndarray, cfg: SynthConfig) -> np.ndarray:
 
 def _object_sprite(radius: float, photo: str) -> tuple[np.ndarray, np.ndarray]:
     """A textured disc (a patch of a sample photo) and its anti-aliased alpha mask."""
-    tex = load_photo(photo)
+    tex = dead_leaves(256, 256, 0) if photo == "deadleaves" else load_photo(photo)
     d = int(np.ceil(2 * radius)) + 3
     if photo == "coffee":
         tex = tex[60:340, 180:460]
@@ -155,7 +182,7 @@ def _composite(img: np.ndarray, sprite: np.ndarray, alpha: np.ndarray, cx: float
 
 def render_frames(cfg: SynthConfig, rows: list[dict]):
     """Yield uint8 RGB frames (camera-curve encoded), one at a time."""
-    canvases = [_canvas(load_photo(cfg.photo), cfg)]
+    canvases = [_canvas(cfg.photo if cfg.photo == "deadleaves" else load_photo(cfg.photo), cfg)]
     if cfg.cut >= 0:
         other = next(p for p in PHOTOS if p != cfg.photo)
         canvases.append(_canvas(load_photo(other), cfg))

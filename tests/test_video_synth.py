@@ -89,3 +89,30 @@ def test_no_object_films_the_shaking_scene_only():
     yy, xx = np.mgrid[0:96, 0:160]
     outside = np.hypot(xx - rows_obj[0]["object_x"], yy - rows_obj[0]["object_y"]) > rows_obj[0]["object_radius"] + 3
     assert differs.any() and not differs[outside].any()
+
+
+def test_dead_leaves_is_a_new_scene_per_seed():
+    """Same seed, same picture; another seed, another; occluding discs at many sizes, so edges of
+    every orientation; anti-aliased (edge pixels mix two colours)."""
+    import cv2
+
+    from blurforge.synth import dead_leaves
+
+    a, b, c = dead_leaves(200, 120, 1), dead_leaves(200, 120, 1), dead_leaves(200, 120, 2)
+    assert a.shape == (120, 200, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.array_equal(a, b) and np.abs(a - c).mean() > 0.05
+    g = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+    gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)
+    strong = np.hypot(gx, gy) > 0.05
+    angles = np.degrees(np.arctan2(gy[strong], gx[strong])) % 180
+    assert np.histogram(angles, bins=6, range=(0, 180))[0].min() > 0.05 * strong.sum()
+    codes = np.rint(255 * a ** (1 / 2.2)).astype(int).reshape(-1, 3)
+    assert len(np.unique(codes, axis=0)) > 1000    # far more than the visible discs: blended edges
+
+
+def test_deadleaves_clip_renders():
+    from blurforge.synth import render_frames, truth_table
+
+    cfg = SynthConfig(width=96, height=64, frames=2, photo="deadleaves", object_photo="", seed=5)
+    f0, f1 = list(render_frames(cfg, truth_table(cfg)))
+    assert f0.shape == (64, 96, 3) and f0.std() > 20 and not np.array_equal(f0, f1)
