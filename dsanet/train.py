@@ -44,6 +44,7 @@ from .checkpoint import (
     CheckpointError,
     export_weights,
     friendly,
+    load_checkpoint,
     load_resume,
     load_weights,
     rng_state,
@@ -136,6 +137,9 @@ class TrainConfig:
     val_every: int = setting(1000, "Validate every N steps.", type=click.IntRange(1))
     val_crop: int = setting(0, "Validate on centre crops of this size (0 = whole images).", type=click.IntRange(0))
     val_max: int = setting(50, "Validation pairs per label, evenly spaced (0 = all).", type=click.IntRange(0))
+    export: str = setting("last", "Weights written to OUT/model.safetensors at the end: the last step's, or "
+                          "best.pt's (the best validation PSNR, chosen on --val-shards).",
+                          type=click.Choice(["last", "best"]))
     ckpt_every: int = setting(1000, "Write OUT/last.pt every N steps (and at the end).", type=click.IntRange(1))
     log_every: int = setting(50, "Log loss/lr/crops-per-second every N steps.", type=click.IntRange(1))
     stop_after: int = setting(0, "Stop after this step as if interrupted (the schedule still spans --steps); "
@@ -623,12 +627,21 @@ def save(r: Run, name: str, keep_prev: bool = True):
 
 
 def export(r: Run, log):
-    """``model.safetensors`` + ``config.json`` for dsanet-deblur / dsanet-eval."""
-    export_weights(r.net.state_dict(), dataclasses.asdict(r.mcfg), r.out,
-                   extra={"step": r.step, "shards_fingerprint": r.index.fingerprint(), "val": r.last_val,
+    """``model.safetensors`` + ``config.json`` for dsanet-deblur / dsanet-eval: the last step's weights,
+    or with ``--export best`` those of ``best.pt``."""
+    weights, step, val = r.net.state_dict(), r.step, r.last_val
+    if r.cfg.export == "best":
+        if r.best == -math.inf or not (r.out / "best.pt").exists():
+            raise TrainingError("--export best: no validation ran (give --val-shards and a --val-every "
+                                "below --steps)")
+        state = load_checkpoint(r.out / "best.pt")
+        weights, step, val = state["model"], state["step"], {"all": {"psnr": state["best_psnr"]}}
+    export_weights(weights, dataclasses.asdict(r.mcfg), r.out,
+                   extra={"step": step, "shards_fingerprint": r.index.fingerprint(), "val": val,
                           "trained_with": "dsanet-train"})
     best = f"; best val PSNR {r.best:.2f} dB -> {r.out / 'best.pt'}" if r.best > -math.inf else ""
-    log(f"done: {r.step} steps; weights -> {r.out / 'model.safetensors'} (+ config.json){best}")
+    what = f"step {step}'s (best validation)" if r.cfg.export == "best" else "final"
+    log(f"done: {r.step} steps; {what} weights -> {r.out / 'model.safetensors'} (+ config.json){best}")
 
 
 def fit(r: Run, log):

@@ -260,3 +260,24 @@ def test_cli_settings_sources(shards, tmp_path):
     res = CliRunner().invoke(main, ["--config", str(conf), "--shards", str(shards[0]), "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "lr" in res.output and "fast" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_export_best_writes_the_best_validation_weights(shards, tmp_path):
+    """--export best: model.safetensors holds best.pt's weights (the step with the best validation
+    PSNR, read back from metrics.jsonl), not the last step's; without validation it is an error."""
+    from safetensors.torch import load_file
+
+    run(cfg_for(shards, tmp_path / "b", steps=8, val_every=2, lr=3e-2, export="best"))
+    recs = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    vals = {r["step"]: r["psnr"] for r in recs if r["kind"] == "val"}
+    best_step = max(vals, key=vals.get)
+    best = load_checkpoint(tmp_path / "b" / "best.pt")
+    assert best["step"] == best_step
+    exported = load_file(str(tmp_path / "b" / "model.safetensors"))
+    for k, v in best["model"].items():
+        assert torch.equal(exported[k], v), k
+    last = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert best_step != 8       # lr 3e-2 makes validation wander: the last step is not the best
+    assert any(not torch.equal(exported[k], v) for k, v in last["model"].items())
+    with pytest.raises(TrainingError, match="--export best"):
+        run(cfg_for(shards, tmp_path / "n", val_shards=[], export="best"))
