@@ -49,9 +49,10 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--size", default="640x360", show_default=True, help="WIDTHxHEIGHT (even).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random camera shake.")
 @click.option("--photo", default="astronaut", show_default=True,
-              help="scikit-image sample photo to film: astronaut, coffee, chelsea, rocket, hubble_deep_field, "
-                   "immunohistochemistry, colorwheel, retina, motorcycle, deadleaves (a new synthetic scene per --seed), or the grey camera, brick, grass, gravel, moon, coins, "
-                   "page, text, clock, cell.")
+              help="Scene to film: a photo that scikit-image ships (astronaut, coffee, chelsea, rocket, "
+                   "hubble_deep_field, immunohistochemistry, colorwheel, retina, motorcycle; grey: camera, "
+                   "brick, grass, gravel, moon, coins, page, text, clock, cell) or deadleaves (synthetic "
+                   "occluding discs, a new scene per --seed).")
 @click.option("--object/--no-object", "moving_object", default=True, show_default=True,
               help="A textured disc crossing the picture (fast local motion) besides the camera shake.")
 @click.option("--object-photo", default="coffee", show_default=True,
@@ -68,7 +69,8 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--cut", default=-1, show_default=True, help="Cut to another photo at this frame (-1: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shake, flicker, mains, drift, static, cut, quiet):
+def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shake, flicker, mains, drift, static,
+          cut, quiet):
     """Synthesise a test clip OUT (.mp4) with known motion, flicker and exposure drift.
 
     A scikit-image sample photo is filmed in linear light by a shaking camera (translation, small

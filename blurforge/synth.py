@@ -19,10 +19,11 @@ import numpy as np
 from .errors import BlurforgeError
 from .video import ffmpeg_exe
 
-# scikit-image's sample photos that ship inside its wheel (no download). Grey ones are filmed as grey.
+# scikit-image's sample photos that ship inside its wheel (no download; grey ones are filmed as grey),
+# and "deadleaves", a synthetic scene drawn anew for every seed.
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-          "colorwheel", "retina", "motorcycle", "camera", "brick", "grass", "gravel", "moon", "coins", "page", "text", "clock",
-          "cell", "deadleaves")
+          "colorwheel", "retina", "motorcycle", "camera", "brick", "grass", "gravel", "moon", "coins", "page",
+          "text", "clock", "cell", "deadleaves")
 GAMMA = 2.2
 
 
