@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import atomic_path, atomic_write_text
 from .errors import BlurforgeError
 from .video import ffmpeg_exe
 
@@ -39,6 +40,7 @@ class SynthConfig:
     mains: float = 120.0  # flicker frequency in Hz (twice the mains frequency: 100 or 120)
     drift: float = 0.02  # relative exposure change from start to end of the clip
     shake_px: float = 12.0  # amplitude of the camera translation, pixels (at 640 px width)
+    pan_px_s: float = 0.0  # camera pan speed, px/s at 640 px width (direction and 50-100% of it per seed)
     rotation_deg: float = 0.4
     zoom: float = 0.01
     motion: bool = True  # False: a static camera and no object (flicker-only clips)
@@ -114,6 +116,10 @@ def truth_table(cfg: SynthConfig) -> list[dict]:
     y0 = cfg.height * rng.uniform(0.35, 0.65)
     x_start, x_end = 0.1 * cfg.width, 0.9 * cfg.width
     ox = x_start + (x_end - x_start) * np.arange(n) / max(1, n - 1)
+    if cfg.pan_px_s:                        # drawn last: clips without a pan keep their truth
+        heading, speed = rng.uniform(0, 2 * np.pi), on * cfg.pan_px_s * k * rng.uniform(0.5, 1.0)
+        dx = dx + speed * np.cos(heading) * (t - t.mean())
+        dy = dy + speed * np.sin(heading) * (t - t.mean())
     has_object = cfg.motion and cfg.moving_object
     rows = []
     for i in range(n):
@@ -138,7 +144,8 @@ def camera_matrix(row: dict, canvas_wh: tuple[int, int], frame_wh: tuple[int, in
 def _canvas(photo: np.ndarray | str, cfg: SynthConfig) -> np.ndarray:
     """The scene the camera films: the photo scaled to cover the frame with room for the shake."""
     margin = 1.25 + cfg.zoom * 3
-    need_w, need_h = cfg.width * margin + 4 * cfg.shake_px, cfg.height * margin + 4 * cfg.shake_px
+    room = 4 * cfg.shake_px + cfg.pan_px_s * cfg.width / 640.0 * cfg.frames / cfg.fps
+    need_w, need_h = cfg.width * margin + room, cfg.height * margin + room
     if isinstance(photo, str):             # "deadleaves": drawn at the canvas size, one scene per seed
         return dead_leaves(int(np.ceil(need_w)), int(np.ceil(need_h)), cfg.seed)
     s = max(need_w / photo.shape[1], need_h / photo.shape[0])
@@ -213,7 +220,16 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, progress=None) -> dict:
         if name not in PHOTOS:
             raise BlurforgeError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
     rows = truth_table(cfg)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    truth = {"config": asdict(cfg), "gamma": GAMMA, "camera_curve": "gamma2.2", "frames": rows}
+    # the temporary keeps the suffix: ffmpeg picks the container from it
+    with atomic_path(out, tmp=out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")) as tmp:
+        _encode(cfg, rows, tmp, out, progress)
+    atomic_write_text(truth_path(out), json.dumps(truth, indent=1))
+    return truth
+
+
+def _encode(cfg: SynthConfig, rows: list[dict], tmp: Path, out: Path, progress=None):
+    """Render the frames into ffmpeg (H.264, yuv420p) writing ``tmp``."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error", "-f", "rawvideo",
            "-pix_fmt", "rgb24", "-s", f"{cfg.width}x{cfg.height}", "-r", f"{cfg.fps:g}", "-i", "-",
            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
@@ -230,14 +246,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, progress=None) -> dict:
             raise BlurforgeError(f"ffmpeg failed to encode {out}: {err.strip().splitlines()[-1:]}")
     except BaseException:
         proc.kill()
-        tmp.unlink(missing_ok=True)
         raise
-    truth = {"config": asdict(cfg), "gamma": GAMMA, "camera_curve": "gamma2.2", "frames": rows}
-    jtmp = out.with_name(f".{out.stem}.json.tmp")
-    jtmp.write_text(json.dumps(truth, indent=1))
-    os.replace(tmp, out)
-    os.replace(jtmp, truth_path(out))
-    return truth
 
 
 def truth_path(clip: str | os.PathLike) -> Path:

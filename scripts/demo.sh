@@ -42,7 +42,9 @@ synth_scenes "$OUT/clips/train" $TRAIN_SCENES
 synth_scenes "$OUT/clips/val" $VAL_SCENES
 synth_scenes "$OUT/clips/heldout" $HELDOUT_SCENES
 # one 640x360 clip with 4% mains flicker and a fast object, to show flicker removal and ghosting
-blurforge synth "$OUT/clips/flicker.mp4" --frames 400 --size 640x360 --seed 5 --flicker 0.04 --quiet
+# (not used in training or evaluation)
+blurforge synth "$OUT/clips/flicker.mp4" --photo rocket --frames 400 --size 640x360 --seed 5 --flicker 0.04 \
+  --quiet
 blurforge probe "$OUT"/clips/heldout/*.mp4 --windows "$WINDOWS"
 
 echo "== 2. extract blur/sharp pairs (windows of 73 and 145 frames: 76 and 151 ms exposures, linear light)"
@@ -58,4 +60,7 @@ blurforge verify "$OUT/data" --quiet
 blurforge inspect "$OUT/data/heldout" "$OUT/data/flicker" --sheet "$OUT/contact_sheet.png"
 
 echo "== 4. train a small DSANet, evaluate on the held-out photos, deblur one of their images"
-bash scripts/demo_train.sh "$OUT/data/train" "$OUT/data/val" "$OUT/data/heldout" "$OUT"
+bash scripts/demo_train.sh "$OUT/data/train" "$OUT/data/val" "$OUT/data/heldout" "$OUT" | tee "$OUT/train.log" \
+  | sed '$d'
+echo "demo: $((SECONDS / 60)) min $((SECONDS % 60)) s"
+tail -n 1 "$OUT/train.log"

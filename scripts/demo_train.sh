@@ -18,7 +18,7 @@ TRAIN=${1:?$usage}
 VAL=${2:?$usage}
 HELD=${3:?$usage}
 OUT=${4:-demo-out}
-STEPS=${DEMO_STEPS:-4000}
+STEPS=${DEMO_STEPS:-5000}
 CORES=$(nproc 2>/dev/null || echo 2)
 PROCS=${DEMO_PROCS:-$(( CORES >= 2 ? 2 : 1 ))}
 
