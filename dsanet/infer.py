@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from blurforge.atomic import atomic_path, atomic_write
-from blurforge.cliutil import CONTEXT, friendly, say
+from blurforge.cliutil import CONTEXT, say
 from blurforge.cliutil import progress as progress_bar
 from blurforge.errors import BlurforgeError
 from blurforge.video import reuse_freed_memory
 
-from .checkpoint import build_model
+from .checkpoint import build_model, friendly
 from .runtime import autocast_for, pick_device
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
