@@ -60,6 +60,9 @@ def _size(text: str) -> tuple[int, int]:
                    "shows one photo only, e.g. for a held-out test scene).")
 @click.option("--shake", default=12.0, show_default=True,
               help="Amplitude of the camera shake in pixels at 640 px width (blur grows with it).")
+@click.option("--pan", default=0.0, show_default=True,
+              help="Camera pan speed in px/s at 640 px width, on top of the shake; each seed draws a "
+                   "direction and 50-100% of this speed (a long, straight blur).")
 @click.option("--flicker", default=0.0, show_default=True,
               help="Mains flicker amplitude, relative (0.04 = 4%).")
 @click.option("--mains", type=click.Choice(["100", "120"]), default="120", show_default=True,
@@ -69,8 +72,8 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--cut", default=-1, show_default=True, help="Cut to another photo at this frame (-1: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shake, flicker, mains, drift, static,
-          cut, quiet):
+def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shake, pan, flicker, mains, drift,
+          static, cut, quiet):
     """Synthesise a test clip OUT (.mp4) with known motion, flicker and exposure drift.
 
     A scikit-image sample photo is filmed in linear light by a shaking camera (translation, small
@@ -83,7 +86,7 @@ def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shak
     w, h = _size(size)
     cfg = SynthConfig(fps=fps, frames=frames, width=w, height=h, seed=seed, photo=photo,
                       moving_object=moving_object, object_photo="" if object_photo == "same" else object_photo,
-                      shake_px=shake,
+                      shake_px=shake, pan_px_s=pan,
                       flicker=flicker, mains=float(mains), drift=drift, motion=not static, cut=cut)
     with progress(frames, "synth", quiet, unit="frame") as bar:
         synthesize(out, cfg, progress=bar.update)

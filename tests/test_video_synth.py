@@ -116,3 +116,30 @@ def test_deadleaves_clip_renders():
     cfg = SynthConfig(width=96, height=64, frames=2, photo="deadleaves", object_photo="", seed=5)
     f0, f1 = list(render_frames(cfg, truth_table(cfg)))
     assert f0.shape == (64, 96, 3) and f0.std() > 20 and not np.array_equal(f0, f1)
+
+
+def test_pan_adds_a_straight_constant_velocity_path():
+    """--pan: the camera path is the shake-only path plus a constant velocity of 50-100% of the
+    given speed (scaled to the width), in a direction the seed draws; the truth records it."""
+    from blurforge.synth import truth_table
+
+    base = dict(width=320, height=180, frames=200, seed=7)
+    shake = truth_table(SynthConfig(**base))
+    panned = truth_table(SynthConfig(**base, pan_px_s=400.0))
+    t = np.array([r["time"] for r in shake])
+    d = np.array([[p["dx"] - s["dx"], p["dy"] - s["dy"]] for p, s in zip(panned, shake)])
+    v = np.polyfit(t, d, 1)[0]                       # px/s, per axis
+    assert np.abs(d - np.outer(t - t.mean(), v)).max() < 1e-9      # a straight line, centred
+    assert 0.5 * 200 - 1e-6 <= np.hypot(*v) <= 200 + 1e-6          # 400 px/s at 640 px = 200 at 320
+    other = truth_table(SynthConfig(**{**base, "seed": 8}, pan_px_s=400.0))
+    assert (other[-1]["dx"], other[-1]["dy"]) != (panned[-1]["dx"], panned[-1]["dy"])
+
+
+def test_synth_cli_pan_and_scene_options(tmp_path):
+    out = tmp_path / "p.mp4"
+    res = CliRunner().invoke(main, ["synth", str(out), "--frames", "8", "--size", "64x48", "--photo", "deadleaves",
+                                    "--pan", "300", "--shake", "3", "--no-object", "--quiet"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(out.with_suffix(".json").read_text())["config"]
+    assert (cfg["pan_px_s"], cfg["shake_px"], cfg["moving_object"], cfg["photo"]) == (300.0, 3.0, False, "deadleaves")
+    assert len(decode_all(out)) == 8
