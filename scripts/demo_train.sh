@@ -50,12 +50,12 @@ start=$(date +%s)
 # one scale (the paper's 1-scale ablation: twice the steps of three scales in the same time, and
 # on this data more steps beat more scales), started as the identity (residual branches
 # zero-initialised), half of the crops placed where the blur is, Adam 2e-3 with a short warm-up,
-# cosine to 1e-5, global batch 4 x 128 px; validated every 200 steps on the validation scenes, and
+# cosine to 1e-5, global batch 4 x 128 px; validated every 400 steps on the validation scenes, and
 # the best of those checkpoints exported.
 TRAIN_ARGS=(--shards "$TRAIN" --val-shards "$VAL" --out "$RUN" --tiny --model-opt width=16
   --model-opt scales=1 --model-opt residual_init=0.0 --focus 0.5 --crop 128 --batch $(( 4 / PROCS ))
   --steps "$STEPS" --lr 2e-3 --warmup 100 --lr-min 1e-5 --workers 0 --device cpu --log-every 100
-  --ckpt-every 400 --val-every 200 --export best --no-tensorboard "$PROGRESS")
+  --ckpt-every 400 --val-every 400 --export best --no-tensorboard "$PROGRESS")
 echo "== training a tiny DSANet on $TRAIN ($STEPS steps, CPU, $PROCS process(es)), validating on $VAL"
 if [ "$PROCS" -gt 1 ] && [ -x "$BIN/torchrun" ]; then
   # one scale leaves the attention module's hand-over to a next scale unused: DDP must know
