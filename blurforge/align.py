@@ -44,8 +44,6 @@ MIN_LEVEL_SIDE = 48          # a pyramid level whose short side is below this is
 FINE_LEVEL_SIDE = 240        # the finest level is refined further until its short side reaches this
 CLIP_HI = 250                # codes at or above count as saturated (left out of the gain fit)
 GAMMA = 2.2
-# the per-pair results stored under align/<W>/ (data/README.md "Alignment")
-ALIGN_DATASETS = ("warp", "gain", "score", "ok", "margin")
 
 
 @dataclass

@@ -19,7 +19,6 @@ import numpy as np
 
 from . import __version__
 from .align import (
-    ALIGN_DATASETS,
     DEFAULT_LEVELS,
     DEFAULT_MAX_SHIFT,
     DEFAULT_MIN_SCORE,
@@ -32,7 +31,7 @@ from .align import (
 )
 from .atomic import atomic_path
 from .curves import load_curve
-from .shards import ShardError, image_chunks, is_complete, open_shard, utc_now, window_labels
+from .shards import ALIGN_DATASETS, ShardError, image_chunks, is_complete, open_shard, utc_now, window_labels
 
 NAMED_CURVES = ("linear", "gamma2.2", "srgb")
 

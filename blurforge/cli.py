@@ -15,8 +15,6 @@ from . import __version__
 from .cliutil import CONTEXT, find_shards, friendly, progress, report_failures, say, spawn_map, warn
 from .errors import BlurforgeError
 
-__all__ = ["main", "friendly"]
-
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="blurforge")
