@@ -78,11 +78,49 @@ def warn(msg: str):
     say(f"warning: {msg}", err=True)
 
 
+def read_list(path: str | Path, allow_empty: bool = False, _seen: tuple = ()) -> list[str]:
+    """The entries of a shard list file (``@LIST.txt``; ``blurforge split`` writes them): one path a
+    line, relative to the list's folder (absolute paths kept); blank lines and ``#`` comments are
+    ignored; a line ``@OTHER.txt`` includes another list. A missing list is an error, and so is an
+    empty one unless ``allow_empty``."""
+    path = Path(path)
+    key = path.resolve()
+    if key in _seen:
+        raise BlurforgeError(f"@{path}: the list includes itself")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BlurforgeError(f"@{path}: no such list file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BlurforgeError(f"@{path}: not a readable list file ({getattr(e, 'strerror', None) or e})") from None
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            out += read_list(path.parent / line[1:], True, _seen + (key,))
+        else:
+            out.append(line if Path(line).is_absolute() else str(path.parent / line))
+    if not out and not allow_empty:
+        raise BlurforgeError(f"@{path}: lists no shards")
+    return out
+
+
+def expand_lists(items) -> list[str]:
+    """Replace every ``@LIST.txt`` item by the paths it lists (:func:`read_list`); others pass as given."""
+    out: list[str] = []
+    for it in map(str, items or ()):
+        out += read_list(it[1:]) if it.startswith("@") else [it]
+    return out
+
+
 def find_shards(paths, default: Path | None = DEFAULT_DATA, missing_ok: bool = False) -> list[Path]:
-    """Shard files from files and folders: a folder means every ``*.h5`` below it (recursively,
-    hidden temporaries left out). No paths: every shard under ``default`` (``data/``). Duplicates
-    are dropped, order kept. ``missing_ok``: name files that do not exist anyway (verify reports them)."""
-    paths = list(paths or ())
+    """Shard files from files, folders and ``@LIST.txt`` files: a folder means every ``*.h5`` below it
+    (recursively, hidden temporaries left out), a list its entries (:func:`read_list`). No paths:
+    every shard under ``default`` (``data/``). Duplicates are dropped, order kept. ``missing_ok``:
+    name files that do not exist anyway (verify reports them)."""
+    paths = expand_lists(paths)
     if not paths:
         if default is None or not Path(default).is_dir():
             raise BlurforgeError(f"no shards given and no {default}/ folder here")
@@ -140,12 +178,13 @@ def report_failures(failures: list[str]):
 
 
 def expand_globs(items) -> list[str]:
-    """Expand quoted glob patterns (``'data/*.h5'``) the shell left alone; other items pass as given.
-    A pattern that matches nothing is an error, as it would be for a missing file."""
+    """Expand ``@LIST.txt`` files (:func:`expand_lists`) and quoted glob patterns (``'data/*.h5'``) the
+    shell left alone; other items pass as given. A pattern that matches nothing is an error, as it
+    would be for a missing file."""
     import glob
 
     out = []
-    for it in map(str, items or ()):
+    for it in expand_lists(items):
         if any(ch in it for ch in "*?[") and not Path(it).exists():
             found = sorted(glob.glob(it, recursive=True))
             if not found:
