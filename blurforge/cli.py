@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cliutil import CONTEXT, find_shards, friendly, progress, report_failures, say, spawn_map, warn
+from .cliutil import CONTEXT, find_shards, friendly, progress, report_failures, say, warn
 from .errors import BlurforgeError
 
 
@@ -132,15 +132,29 @@ def probe(clips, windows, as_json):
 
 
 def _extract_job(args):
-    """Worker-process entry: extract one clip, return (summary, warnings, error)."""
+    """Worker entry (blurforge.engine): extract one clip, return (summary, warnings); errors raise."""
     clip, opts = args
     warnings: list[str] = []
-    try:
-        from .extract import extract_clip
+    from .extract import extract_clip
 
-        return extract_clip(clip, opts, warn=warnings.append), warnings, None
-    except BlurforgeError as e:
-        return None, warnings, str(e)
+    return extract_clip(clip, opts, warn=warnings.append), warnings
+
+
+_EXECUTOR_OPTS = [
+    click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                 help="What runs the work in parallel: local processes (--jobs), or dask.distributed (a "
+                      "LocalCluster of --jobs workers, or the cluster at --scheduler; needs "
+                      "pip install 'blurforge[dask]'). A failed item is retried twice, then reported."),
+    click.option("--scheduler", default=None, metavar="ADDRESS",
+                 help="Address of a running dask scheduler (tcp://host:8786) for --executor dask; its "
+                      "workers must see the same paths (a shared file system)."),
+]
+
+
+def _executor_options(fn):
+    for opt in reversed(_EXECUTOR_OPTS):
+        fn = opt(fn)
+    return fn
 
 
 def _flicker_note(r: dict) -> str:
@@ -169,7 +183,9 @@ def _flicker_note(r: dict) -> str:
 @click.option("--align", "do_align", is_flag=True, help="Run `blurforge align` on each new shard.")
 @click.option("--force", is_flag=True, help="Extract even below 240 fps or with a variable frame rate.")
 @click.option("--overwrite", is_flag=True, help="Redo clips whose shards are already complete.")
-@click.option("--jobs", default=1, show_default=True, help="Clips processed in parallel (processes).")
+@click.option("--jobs", default=1, show_default=True,
+              help="Clips processed at once: local processes, or LocalCluster workers with --executor dask.")
+@_executor_options
 @click.option("--shard-index", default=0, show_default=True,
               help="With --num-shards K: process only clips i with i % K == this (sorted clip list).")
 @click.option("--num-shards", default=1, show_default=True, help="Split the clip list over K machines.")
@@ -177,8 +193,8 @@ def _flicker_note(r: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @friendly
-def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrite, jobs, shard_index,
-            num_shards, max_pairs, quiet, as_json):
+def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrite, jobs, executor, scheduler,
+            shard_index, num_shards, max_pairs, quiet, as_json):
     """Average windows of a high-speed CLIP (in linear light, flicker removed) around sharp frames
     into blur/sharp pairs, written as HDF5 shards (format: data/README.md).
 
@@ -199,12 +215,24 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
     opts = ExtractOptions(windows=parse_windows(windows), out=Path(out), stride=stride, crf=crf,
                           flicker=flicker, force=force, overwrite=overwrite, max_pairs=max_pairs)
     results, failures = [], []
-    if jobs > 1 and len(mine) > 1:
-        jobs_in = [(c, opts) for c in mine]
-        for (clip, _), (summary, warns, err), _ in spawn_map(_extract_job, jobs_in, jobs, "clips", quiet, "clip"):
-            for w in warns:
+    if executor == "dask" or (jobs > 1 and len(mine) > 1):
+        from .engine import run_tasks
+
+        if scheduler:  # the cluster's workers run elsewhere: paths that mean the same there
+            mine = [str(Path(c).resolve()) for c in mine]
+            opts.out = opts.out.resolve()
+            opts.crf = str(Path(crf).resolve()) if Path(crf).is_file() else crf
+        done, failed = [], []
+        for (clip, _), res, err in run_tasks(_extract_job, [(c, opts) for c in mine], executor, jobs, scheduler,
+                                             "clips", quiet, "clip"):
+            if err is not None:
+                failed.append((mine.index(clip), err if err.startswith(str(clip)) else f"{clip}: {err}"))
+                continue
+            for w in res[1]:
                 warn(w)
-            results.append(summary) if summary else failures.append(f"{clip}: {err}")
+            done.append((mine.index(clip), res[0]))
+        results = [r for _, r in sorted(done, key=lambda t: t[0])]  # in clip order, as the local run
+        failures = [m for _, m in sorted(failed)]
     else:
         for clip in mine:
             with progress(None, Path(clip).name, quiet, unit="frame") as bar:
@@ -279,11 +307,13 @@ def _align_line(s: dict) -> str:
 @click.option("--windows", default=None, help="Only these blur labels, comma separated [default: all].")
 @click.option("--overwrite", is_flag=True, help="Redo windows already aligned with the same settings.")
 @click.option("--jobs", default=1, show_default=True,
-              help="Parallel workers: shards in processes, or pairs in threads for a single shard.")
+              help="Parallel workers: shards in processes (or LocalCluster workers with --executor dask), "
+                   "or pairs in threads for a single shard.")
+@_executor_options
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-shard lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @friendly
-def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, quiet, as_json):
+def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, executor, scheduler, quiet, as_json):
     """Align each blurred image of the shards PATHS (files or folders; default: data/) onto its
     sharp frame, without touching what is there.
 
@@ -306,15 +336,19 @@ def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, qui
         raise BlurforgeError("--jobs must be at least 1")
     shards = find_shards(paths)
     results, failures = [], []
-    if jobs > 1 and len(shards) > 1:
-        items = [(p, kw) for p in shards]
-        for _, s, err in spawn_map(_align_job, items, min(jobs, len(shards)), "align", quiet, "shard"):
-            if s:
+    if executor == "dask" or (jobs > 1 and len(shards) > 1):
+        from .engine import run_tasks
+
+        if scheduler:  # the cluster's workers run elsewhere: paths that mean the same there
+            shards = [p.resolve() for p in shards]
+        for (p, _), s, err in run_tasks(_align_job, [(p, kw) for p in shards], executor, jobs, scheduler,
+                                        "align", quiet, "shard"):
+            if err is None:
                 results.append(s)
                 if not (quiet or as_json):
                     say(_align_line(s))
             else:
-                failures.append(err)
+                failures.append(err if err.startswith(str(p)) else f"{p}: {err}")
     else:
         for p in shards:
             with progress(None, Path(p).name, quiet, unit="pair") as bar:

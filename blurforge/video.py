@@ -125,6 +125,17 @@ class DecodeError(BlurforgeError):
     pass
 
 
+_DECODE_THREADS: int | None = None
+
+
+def set_decode_threads(n: int | None):
+    """Decoding threads of every FrameReader opened after this in this process (None: one per core,
+    at most 16). Parallel runners (blurforge.engine) give each of their W workers cores // W, so
+    that workers x threads <= cores."""
+    global _DECODE_THREADS
+    _DECODE_THREADS = None if n is None else max(1, int(n))
+
+
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
 
@@ -204,8 +215,8 @@ class FrameReader:
         stream.thread_type = "AUTO"
         # one decoding thread per core (libav's default adds one more): beside our own threads the
         # extra one only adds switching and a few more frames in flight (bench/extract.py)
-        stream.codec_context.thread_count = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                                else os.cpu_count() or 1)
+        stream.codec_context.thread_count = _DECODE_THREADS or min(
+            16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         stream.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
