@@ -1,11 +1,11 @@
 """What every command line of the project shares (``blurforge`` and the ``dsanet-*`` commands).
 
-One-line errors, progress bars that messages are written through, shard discovery, and the spawn
-pool with its failure report. This module imports no stage module, so any CLI can import it.
+One-line errors, progress bars that messages are written through, shard discovery, and the failure
+report (the process pools themselves are in :mod:`blurforge.engine`). This module imports no stage
+module, so any CLI can import it.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 import sys
 from pathlib import Path
@@ -146,27 +146,13 @@ def find_shards(paths, default: Path | None = DEFAULT_DATA, missing_ok: bool = F
     return unique
 
 
-def _call(job):
-    fn, item = job
-    try:
-        return fn(item), None
-    except BlurforgeError as e:
-        return None, str(e)
-
-
 def spawn_map(fn, items: list, jobs: int, desc: str, quiet: bool = False, unit: str = "it"):
-    """Run ``fn(item)`` for each item in ``jobs`` spawned processes (not forked: a forked child
-    inherits OpenCV's and torch's thread pools in an unusable state). Yields ``(item, result,
-    error)`` in input order, where error is the one-line message of a BlurforgeError; the bar
-    counts finished items. ``fn`` must be importable (module level)."""
-    import multiprocessing
+    """``fn(item)`` for each item in ``jobs`` spawned processes: :func:`blurforge.engine.run_tasks`
+    with the local executor (its one home). Yields ``(item, result, error)`` as items finish, error
+    being a one-line message after two retries; ``fn`` must be importable (module level)."""
+    from .engine import run_tasks
 
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, \
-            progress(len(items), desc, quiet, unit) as bar:
-        for item, (result, err) in zip(items, pool.map(_call, [(fn, it) for it in items])):
-            bar.update(1)
-            yield item, result, err
+    yield from run_tasks(fn, items, "local", jobs, None, desc, quiet, unit)
 
 
 def report_failures(failures: list[str]):
