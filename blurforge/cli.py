@@ -526,10 +526,118 @@ def _report_import(shards: list[dict], as_json: bool, payload: dict):
     click.echo(f"{done} shard(s) written, {len(shards) - done} skipped")
 
 
+# ---- datasets: split, export, card -------------------------------------------------------------
+
+@click.command("split")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--val", default=0.1, show_default=True, help="Fraction of the pairs for validation.")
+@click.option("--test", default=0.1, show_default=True, help="Fraction of the pairs for testing.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the draw (same seed, same lists).")
+@click.option("--group-by", default=None, metavar="REGEX",
+              help="Also keep together shards whose source names give the same match of REGEX (its first "
+                   "group if it has one), e.g. '^(scene\\d+)_' for scene07_take1.mp4, scene07_take2.mp4.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def split_cmd(data_dir, val, test, seed, group_by, as_json):
+    """Split the shards under DATA_DIR into DATA_DIR/train.txt, val.txt and test.txt (one shard path a
+    line, relative to DATA_DIR), so that no source lands in two splits.
+
+    \b
+    Shards of one source (the same video, by its sha256; imports: the same GoPro sequence or imported
+    folder), and with --group-by the same scene, form a group; whole groups are drawn (shuffled by
+    --seed) into test, then val, until each holds the fraction of *pairs* asked as closely as whole
+    groups allow (at least one group each, when possible); the rest is train. Every command that takes
+    shards reads the lists: dsanet-train --shards @data/train.txt --val-shards @data/val.txt
+    """
+    from .split import split_dataset
+
+    s = split_dataset(data_dir, val, test, seed=seed, group_by=group_by)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    for d in s["splits"].values():
+        click.echo(f"{d['list']}: {d['shards']} shard(s), {d['groups']} group(s), {d['pairs']} pairs "
+                   f"({100 * d['fraction']:.1f}%)")
+    if group_by and s["group_by_unmatched"]:
+        warn(f"--group-by matched no source name of {s['group_by_unmatched']} shard(s); they are grouped by source")
+
+
+@click.command("export")
+@click.argument("shards", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["gopro", "pairs"]), required=True,
+              help="gopro: <split>/<clip>_<W>/{blur,sharp}/NNNNNN.png; pairs: blur/ and sharp/ with matching "
+                   "names <clip>_<W>_NNNNNN.png (BasicSR's paired folders).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--windows", default=None, help="Only these window labels, comma separated [default: all].")
+@click.option("--aligned", is_flag=True,
+              help="Export aligned/<W> where `blurforge align` made it, skip pairs it rejected, and crop the "
+                   "invalid margin (the largest of each clip and window) from blur and sharp.")
+@click.option("--jobs", default=4, show_default=True, help="Threads encoding PNGs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@friendly
+def export_cmd(shards, fmt, out, windows, aligned, jobs, quiet, as_json):
+    """Export SHARDS (files, folders, @LIST.txt) as lossless PNG folders that other trainers read.
+
+    \b
+    gopro: OUT/<split>/<clip>_<W>/blur/NNNNNN.png and sharp/NNNNNN.png (GoPro_Large's layout; any GoPro
+      loader reads it). <split> is the split list naming the shard (train.txt/val.txt/test.txt of
+      `blurforge split`, in the shard's folder or the nearest one above it that has lists), else the
+      shard's split attribute (GoPro imports), else train. NNNNNN is the sharp frame's number.
+    pairs: OUT/blur/<clip>_<W>_NNNNNN.png and OUT/sharp/<same name> (BasicSR's paired folders);
+      export each split on its own:  blurforge export @data/train.txt --format pairs --out export/train
+    `blurforge import gopro` / `import pairs` of an export give back the same pixels.
+    """
+    from .cliutil import expand_globs
+    from .export import export_shards
+
+    if jobs < 1:
+        raise BlurforgeError("--jobs must be at least 1")
+    paths = find_shards(expand_globs(shards), default=None)
+    wins = [w.strip() for w in windows.split(",") if w.strip()] if windows else None
+    with progress(None, "export", quiet or as_json, "image") as bar:
+        s = export_shards(paths, out, fmt, windows=wins, aligned=aligned, jobs=jobs, progress=bar.update, warn=warn)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+    elif not quiet:
+        click.echo(f"wrote {s['images']} PNGs ({s['pairs']} pairs) from {len(s['shards'])} shard(s) to {out}"
+                   + (f"; {s['skipped_rejected']} pair(s) rejected by align skipped" if s["skipped_rejected"] else ""))
+
+
+@click.command("card")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for README.md, plots, sheet.")
+@click.option("--name", default=None, help="Dataset name in the card [default: DATA_DIR's folder name].")
+@click.option("--license", "license_", default="other", show_default=True,
+              help="License identifier for the front matter (e.g. cc-by-4.0).")
+@click.option("--sample", default=0, show_default=True,
+              help="Pairs per shard read for the PSNR figures, evenly spaced (0: every pair).")
+@click.option("--sheet-rows", default=6, show_default=True, help="Rows of the contact sheet (0: none).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def card_cmd(data_dir, out, name, license_, sample, sheet_rows, quiet):
+    """Write a dataset card for the shards under DATA_DIR: OUT/README.md in the Hugging Face style
+    (front matter; summary; splits, sources, resolutions, frame rates, camera curves; blur strength
+    as PSNR(blur, sharp), motion px/frame and exposure; flicker correction, ghosting and alignment
+    rejections; the commands and tool versions that made it), with PNG plots, a contact sheet and
+    stats.json. Every number is computed from the shards. Needs matplotlib (blurforge[card])."""
+    from .card import need_matplotlib, write_card
+
+    need_matplotlib()
+    with progress(None, "card", quiet, "shard") as bar:
+        st = write_card(data_dir, out, name=name, license_=license_, sample=sample, sheet_rows=sheet_rows,
+                        progress=bar.update)
+    click.echo(f"wrote {Path(out) / 'README.md'} ({st['shards']} shards, {st['pairs']} pairs; "
+               f"{', '.join(st['files'][1:])})")
+
+
 main.add_command(align_cmd)
 main.add_command(inspect_cmd)
 main.add_command(verify_cmd)
 main.add_command(import_group)
+main.add_command(split_cmd)
+main.add_command(export_cmd)
+main.add_command(card_cmd)
 
 
 if __name__ == "__main__":
