@@ -44,9 +44,18 @@ class VideoInfo:
     codec: str
     pix_fmt: str
     warnings: list[str] = field(default_factory=list)
+    container_fps: float = 0.0  # the rate the file plays at; ``fps`` is the capture rate
+    fps_source: str = "container"  # container | com.android.capture.fps | --capture-fps | none
+    rotation: int = 0  # display rotation (display matrix), degrees counter-clockwise: 0/90/180/270
+    transfer: str = ""  # transfer characteristic tag (ffmpeg's name), "" when untagged
+    vfr: bool | None = None  # from the spacing of the packets' timestamps; None: not measured
+    pts_spread: dict = field(default_factory=dict)  # interval_ms [min, median, max], max_offset_frames
+    kind: str = "video"  # video | frames (a folder of numbered images, blurforge.sequence)
 
     @property
     def variable_frame_rate(self) -> bool:
+        if self.vfr is not None:
+            return self.vfr
         return self.tbr > 0 and abs(self.fps - self.tbr) > 0.01 * self.tbr
 
     @property
@@ -55,6 +64,8 @@ class VideoInfo:
 
     @property
     def bit_depth(self) -> int:
+        if re.match(r"(rgb|bgr)(48|64)|rgba64|bgra64", self.pix_fmt):
+            return 16
         m = re.search(r"p(9|10|12|14|16)(le|be)?$|(10|12|16)(le|be)$", self.pix_fmt)
         return int(next(g for g in m.groups() if g and g.isdigit())) if m else 8
 
@@ -72,9 +83,78 @@ def _fps(text: str, unit: str) -> float:
     return float(m.group(1)) * (1000 if m.group(2) else 1)
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Read the container header with ``ffmpeg -i`` (no decoding)."""
+# AVColorTransferCharacteristic -> ffmpeg's name
+_TRC = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear", 9: "log100",
+        10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12",
+        16: "smpte2084", 17: "smpte428", 18: "arib-std-b67"}
+CAPTURE_FPS_TAG = "com.android.capture.fps"
+
+
+def pts_regularity(pts, time_base: float) -> tuple[bool | None, dict]:
+    """Whether frames are evenly spaced, from their presentation timestamps (ticks of ``time_base``).
+
+    A straight line is fitted to the sorted timestamps; the clip is variable-rate when some frame
+    lies more than half an interval (and more than 1.5 ticks: coarse time bases round) off it.
+    Returns ``(vfr, spread)``, spread = ``interval_ms`` [min, median, max] and ``max_offset_frames``.
+    """
+    t = np.unique(np.asarray(list(pts), dtype=np.float64))
+    if len(t) < 3:
+        return None, {}
+    i = np.arange(len(t))
+    slope, icpt = np.polyfit(i, t, 1)
+    if slope <= 0:
+        return None, {}
+    off = float(np.abs(t - (icpt + slope * i)).max() / slope)
+    d = np.diff(t) * time_base * 1000
+    spread = {"interval_ms": [round(float(d.min()), 4), round(float(np.median(d)), 4), round(float(d.max()), 4)],
+              "max_offset_frames": round(off, 3)}
+    return off > max(0.5, 1.5 / slope), spread
+
+
+def _stream_details(info: VideoInfo, header: str, capture_fps: float | None) -> VideoInfo:
+    """Capture rate, rotation, transfer tag and timestamp spacing (PyAV: demuxing only, no decoding)."""
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", header)
+    info.rotation = int(round(float(rot.group(1)) / 90)) * 90 % 360 if rot else 0
+    tag = None
+    try:
+        with av.open(info.path) as c:
+            s = c.streams.video[0]
+            tag = {**dict(c.metadata), **dict(s.metadata)}.get(CAPTURE_FPS_TAG)
+            info.transfer = _TRC.get(int(s.codec_context.color_trc or 2), "")
+            tb = float(s.time_base) if s.time_base else 0.0
+            pts = (p.pts for p in c.demux(s) if p.pts is not None)
+            info.vfr, info.pts_spread = pts_regularity(pts, tb) if tb else (None, {})
+    except (av.FFmpegError, IndexError, OSError, ValueError) as e:
+        info.warnings.append(f"timestamps not read ({e})")
+    info.container_fps = info.fps
+    if capture_fps is not None:
+        if not capture_fps > 0:
+            raise BlurforgeError(f"--capture-fps {capture_fps:g}: must be a positive frame rate")
+        info.fps, info.fps_source = float(capture_fps), "--capture-fps"
+    elif tag is not None:
+        try:
+            rate = float(tag)
+        except ValueError:
+            rate = 0.0
+        if rate > 0:
+            info.fps, info.fps_source = rate, CAPTURE_FPS_TAG
+        else:
+            info.warnings.append(f"{CAPTURE_FPS_TAG} tag {tag!r} is not a frame rate: ignored")
+    return info
+
+
+def probe(path: str | Path, capture_fps: float | None = None) -> VideoInfo:
+    """Read the container header with ``ffmpeg -i`` (no decoding) and the packet timestamps.
+
+    ``fps`` is the capture rate: ``capture_fps`` if given, else the ``com.android.capture.fps``
+    tag, else the container's rate (``container_fps`` is always the container's). A folder is an
+    image sequence (:mod:`blurforge.sequence`).
+    """
     path = Path(path)
+    if path.is_dir():
+        from .sequence import probe_sequence
+
+        return probe_sequence(path, capture_fps)
     if not path.exists():
         raise BlurforgeError(f"{path}: no such file")
     if not path.is_file():
@@ -98,8 +178,9 @@ def probe(path: str | Path) -> VideoInfo:
     duration = (int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))) if dur else 0.0
     if fps <= 0:
         raise BlurforgeError(f"{path}: ffmpeg reports no frame rate")
-    return VideoInfo(str(path), int(size.group(1)), int(size.group(2)), fps, tbr, duration,
+    info = VideoInfo(str(path), int(size.group(1)), int(size.group(2)), fps, tbr, duration,
                      int(round(duration * fps)), codec, pix_fmt)
+    return _stream_details(info, err, capture_fps)
 
 
 def reuse_freed_memory() -> bool:
@@ -139,18 +220,29 @@ def set_decode_threads(n: int | None):
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
 
+_ROTATE = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+
+
+def upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a stored picture as players show it: ``rotation`` degrees counter-clockwise (the display
+    matrix's angle, as ffmpeg reports it; ffmpeg's autorotate does the same)."""
+    return cv2.rotate(img, _ROTATE[rotation]) if rotation in _ROTATE else img
+
+
 class Frame:
-    """One decoded 8-bit frame: luma for analysis straight from the decoder, RGB made on demand.
+    """One decoded frame: luma for analysis straight from the decoder, RGB made on demand.
 
     ``grey_half()`` is a half-size, full-range grey image (the luma plane for YUV input);
     ``rgb()`` a new packed RGB uint8 HxWx3 array (converted on each call: a ring of decoded frames
-    costs half the memory of RGB ones, and most frames are never needed in RGB).
+    costs half the memory of RGB ones, and most frames are never needed in RGB); ``rgb16()`` the
+    same at 16 bits (rgb48, for 10/12-bit sources). ``width``/``height`` are the stored picture's
+    (even-cropped); every image returned is turned upright by ``rotation``.
     """
 
-    __slots__ = ("_frame", "width", "height")
+    __slots__ = ("_frame", "width", "height", "rotation")
 
-    def __init__(self, frame: av.VideoFrame, width: int, height: int):
-        self._frame, self.width, self.height = frame, width, height
+    def __init__(self, frame: av.VideoFrame, width: int, height: int, rotation: int = 0):
+        self._frame, self.width, self.height, self.rotation = frame, width, height, rotation
 
     def _luma(self) -> np.ndarray | None:
         """The decoder's own luma plane (a view), for 8-bit planar YUV and grey frames."""
@@ -169,22 +261,32 @@ class Frame:
     def grey_half(self, full_range: bool = True) -> np.ndarray:
         """Half-size grey uint8; ``full_range=False`` skips mapping video-range luma to 0..255
         (see ``video_range``) for callers that only need relative measures."""
-        y = self._luma()
+        y, turn = self._luma(), self.rotation
         if y is None:
-            y = cv2.cvtColor(self.rgb(), cv2.COLOR_RGB2GRAY)
-        half = cv2.resize(y, (max(8, self.width // 2), max(8, self.height // 2)), interpolation=cv2.INTER_AREA)
+            y, turn = cv2.cvtColor(self.rgb(), cv2.COLOR_RGB2GRAY), 0  # rgb() is upright already
+        half = upright(cv2.resize(y, (max(8, y.shape[1] // 2), max(8, y.shape[0] // 2)),
+                                  interpolation=cv2.INTER_AREA), turn)
         if full_range and self.video_range:
             half = cv2.convertScaleAbs(half, alpha=255 / 219, beta=-16 * 255 / 219)
         return half
 
-    def rgb(self) -> np.ndarray:
+    def _packed(self, fmt: str, dtype) -> np.ndarray:
         fr = self._frame
-        out = fr.reformat(format="rgb24", src_color_range=int(fr.color_range) or None, dst_color_range=2, threads=1)
+        out = fr.reformat(format=fmt, src_color_range=int(fr.color_range) or None, dst_color_range=2, threads=1)
         plane = out.planes[0]
-        rgb = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:self.height, :self.width * 3]
-        if plane.line_size != self.width * 3:
-            rgb = np.ascontiguousarray(rgb)
-        return rgb.reshape(self.height, self.width, 3)  # a view keeps the swscale output alive
+        size = np.dtype(dtype).itemsize
+        img = np.frombuffer(plane, dtype).reshape(-1, plane.line_size // size)[:self.height, :self.width * 3]
+        if plane.line_size != self.width * 3 * size:
+            img = np.ascontiguousarray(img)
+        img = img.reshape(self.height, self.width, 3)  # a view keeps the swscale output alive
+        return upright(img, self.rotation)
+
+    def rgb(self) -> np.ndarray:
+        return self._packed("rgb24", np.uint8)
+
+    def rgb16(self) -> np.ndarray:
+        """RGB uint16 HxWx3, full range 0..65535 (swscale's rgb48 from the decoded 10/12-bit picture)."""
+        return self._packed("rgb48le", np.uint16)
 
 
 class FrameReader:
@@ -198,15 +300,33 @@ class FrameReader:
     keeps at most ``prefetch`` frames in flight.
     """
 
-    def __init__(self, info: VideoInfo, crop_even: bool = True, prefetch: int = 4):
+    def __init__(self, info: VideoInfo, crop_even: bool = True, prefetch: int = 4, stop_after: int | None = None):
         self.info = info
-        self.width = info.width - (info.width % 2 if crop_even else 0)
-        self.height = info.height - (info.height % 2 if crop_even else 0)
+        self.stored_width = info.width - (info.width % 2 if crop_even else 0)
+        self.stored_height = info.height - (info.height % 2 if crop_even else 0)
+        self.rotation = info.rotation
+        # what frames come out as: upright, as players show them
+        turned = self.rotation in (90, 270)
+        self.width = self.stored_height if turned else self.stored_width
+        self.height = self.stored_width if turned else self.stored_height
         self.prefetch = prefetch
+        self.stop_after = stop_after  # deliver at most this many frames (trimming: nothing after --end)
         self.frames_read = 0
         self.error: str | None = None
 
     def __iter__(self):
+        if self.info.kind == "frames":
+            from .sequence import iter_sequence
+
+            for frame in iter_sequence(self.info, self.stored_width, self.stored_height):
+                if self.stop_after is not None and self.frames_read >= self.stop_after:
+                    return
+                self.frames_read += 1
+                yield frame
+            return
+        yield from self._decode()
+
+    def _decode(self):
         try:
             container = av.open(self.info.path)
             stream = container.streams.video[0]
@@ -256,8 +376,10 @@ class FrameReader:
                 if fr is END:
                     self.error = err
                     break
+                if self.stop_after is not None and self.frames_read >= self.stop_after:
+                    break
                 self.frames_read += 1
-                yield Frame(fr, self.width, self.height)
+                yield Frame(fr, self.stored_width, self.stored_height, self.rotation)
         finally:
             stop.set()
             while t.is_alive():
