@@ -56,6 +56,20 @@ def add_linear(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.ndar
         cv2.add(a, t, dst=a)
 
 
+def add_linear16(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.ndarray, start: bool) -> None:
+    """``acc += lut[frame]`` (or ``acc = lut[frame]`` when ``start``) for a uint16 frame and a
+    65536-entry float32 table, a band of rows at a time (the band of floats stays in cache)."""
+    rows = tmp.shape[0]
+    for y in range(0, frame.shape[0], rows):
+        a = acc[y:y + rows]
+        if start:
+            np.take(lut, frame[y:y + rows], out=a, mode="clip")
+            continue
+        t = tmp[:a.shape[0]]
+        np.take(lut, frame[y:y + rows], out=t, mode="clip")
+        cv2.add(a, t, dst=a)
+
+
 def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: list[int],
                     curve: CameraCurve, buffers: dict | None = None) -> dict[int, np.ndarray]:
     """Blurred images for several windows sharing one centre, in one pass over the frames.
@@ -67,10 +81,15 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     Each frame is added to the band of centre distances it falls in; with S(d) the sum over
     |t-c| <= d (a sum of bands), odd W is S(h)/W and even W is (S(h-1) + S(h)) / 2W, so all
     windows cost one linearisation per frame.
+
+    16-bit input: when ``frames`` has a method ``frame16(t)`` (and ``frames.depth16``), the frames
+    it returns (uint16 RGB, 0..65535) are averaged instead, through the curve's 65536-entry table
+    (``curve.lut16``); the result is still rounded to 8 bits once, at the end.
     """
     H = (len(frames) - 1) // 2
     c = H
-    lut32 = curve.lut.astype(np.float32)
+    deep = getattr(frames, "depth16", False)
+    lut32 = (curve.lut16 if deep else curve.lut).astype(np.float32)
     edges = set()
     for w in windows:
         h = half_span(w)
@@ -82,12 +101,18 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     started = [False] * len(edges)
     for t in range(c - edges[-1], c + edges[-1] + 1):
         k = bisect.bisect_left(edges, abs(t - c))
-        frame = frames[t]
+        frame = frames.frame16(t) if deep else frames[t]
         acc = buffers.get(k)
         if acc is None or acc.shape != frame.shape:
             acc = buffers[k] = np.empty(frame.shape, np.float32)
         lut = lut32 / np.float32(gains[t])
-        if not started[k]:
+        if deep:
+            tmp = buffers.get("strip")
+            if tmp is None or tmp.shape[1:] != frame.shape[1:]:
+                tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + frame.shape[1:], np.float32)
+            add_linear16(acc, frame, lut, tmp, start=not started[k])
+            started[k] = True
+        elif not started[k]:
             cv2.LUT(frame, lut, dst=acc)
             started[k] = True
         else:

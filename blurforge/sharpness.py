@@ -67,10 +67,11 @@ class CentrePicker:
     eligible frame ``c0`` at least ``stride`` after the last centre, the sharpest eligible frame in
     ``[c0, c0 + stride // 4]`` is taken. A decision is made only once every frame it depends on has
     been seen, so streaming and offline (``choose_centres``) give the same centres; ``lookahead``
-    frames past a centre are needed before it is returned.
+    frames past a centre are needed before it is returned. ``allowed = (lo, hi)`` restricts
+    windows to frames ``lo <= t < hi`` (trimming; ``hi`` None: to the end of the clip).
     """
 
-    def __init__(self, half_span: int, stride: int):
+    def __init__(self, half_span: int, stride: int, allowed: tuple[int, int | None] = (0, None)):
         self.h, self.stride = half_span, max(1, stride)
         self.radius = max(1, self.stride // 8)
         self.slack = self.stride // 4
@@ -78,10 +79,11 @@ class CentrePicker:
         self.scores: list[float] = []
         self.cuts: list[bool] = []
         self.last = -(10 ** 9)
-        self.next_check = self.h
+        self.lo, self.hi = max(0, int(allowed[0])), allowed[1]
+        self.next_check = self.lo + self.h
 
     def _eligible(self, c: int, n: int) -> bool:
-        if c < self.h or c + self.h >= n:
+        if c < self.lo + self.h or c + self.h >= n or (self.hi is not None and c + self.h >= self.hi):
             return False
         lo, hi = max(0, c - self.radius), min(n, c + self.radius + 1)
         if int(np.argmax(self.scores[lo:hi])) + lo != c:
