@@ -206,6 +206,8 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
 
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise BlurforgeError("--shard-index must be in [0, --num-shards)")
+    if scheduler and executor != "dask":
+        raise BlurforgeError("--scheduler needs --executor dask")
     stems: dict[str, str] = {}
     for c in clips:
         other = stems.setdefault(Path(c).stem, c)
@@ -334,6 +336,8 @@ def align_cmd(paths, motion, min_score, max_shift, windows, overwrite, jobs, exe
           "overwrite": overwrite}
     if jobs < 1:
         raise BlurforgeError("--jobs must be at least 1")
+    if scheduler and executor != "dask":
+        raise BlurforgeError("--scheduler needs --executor dask")
     shards = find_shards(paths)
     results, failures = [], []
     if executor == "dask" or (jobs > 1 and len(shards) > 1):
