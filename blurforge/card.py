@@ -125,10 +125,12 @@ def commands(recs: list[dict], split_cmd: str | None) -> list[dict]:
     """How the shards were made: one entry per distinct command line, with its shards and tool versions."""
     seen: dict[str, dict] = {}
 
-    def add(cmd, version):
-        e = seen.setdefault(cmd, {"command": cmd, "shards": 0, "tool_versions": set()})
+    def add(cmd, version, note=None):
+        e = seen.setdefault(cmd, {"command": cmd, "shards": 0, "tool_versions": set(), "notes": {}})
         e["shards"] += 1
         e["tool_versions"].add(version)
+        if note:
+            e["notes"][note] = e["notes"].get(note, 0) + 1
 
     for r in recs:
         a = r["attrs"]
@@ -137,8 +139,9 @@ def commands(recs: list[dict], split_cmd: str | None) -> list[dict]:
         elif r["kind"] == "video":
             hz = 2 * float(a.get("mains_hz", 0) or 0)
             wins = ",".join(str(x) for x in a.get("window_frames", list(r["windows"])))
-            add(f"blurforge extract CLIPS --windows {wins} --crf {a.get('camera_curve', '?')} "
-                f"--flicker {'off' if hz == 0 else f'{hz:g}'}", r["tool_version"])
+            add(f"blurforge extract CLIPS --windows {wins} --crf {a.get('camera_curve', '?')}"
+                + (" --flicker off" if hz == 0 else ""), r["tool_version"],
+                f"flicker fitted at {hz:g} Hz" if hz else None)
         elif r["kind"] == "gopro":
             add(f"blurforge import gopro {a.get('source_name', 'GOPRO_Large')}", r["tool_version"])
         elif r["kind"] == "pairs":
@@ -153,7 +156,7 @@ def commands(recs: list[dict], split_cmd: str | None) -> list[dict]:
                 else f"blurforge align --motion {motion}", ver)
     out = [{**e, "tool_versions": sorted(e["tool_versions"])} for e in seen.values()]
     if split_cmd:
-        out.append({"command": split_cmd, "shards": len(recs), "tool_versions": []})
+        out.append({"command": split_cmd, "shards": len(recs), "tool_versions": [], "notes": {}})
     return out
 
 
@@ -327,7 +330,7 @@ def render(st: dict, plots: dict, sheet: str | None, name: str, license_: str) -
           f"**{st['pairs']} pairs** from **{st['sources']} source(s)** in {st['shards']} HDF5 shard(s), "
           f"blur windows {', '.join(wins)}. Each blurred image is an average of consecutive high-speed frames in "
           f"linear light, exactly centred on its sharp frame (video shards), or imported from an existing "
-          f"dataset. Made with {', '.join(st['tool_versions'])}; this card by {st['tool']}, every number "
+          f"dataset. Made with blurforge {', '.join(st['tool_versions'])}; this card by {st['tool']}, every number "
           f"below computed from the shards themselves.", ""]
     L += ["## Layout", "",
           "One HDF5 shard per clip (format: blurforge's `data/README.md`): `sharp` and `blur/<W>` uint8 "
@@ -408,7 +411,8 @@ def render(st: dict, plots: dict, sheet: str | None, name: str, license_: str) -
           "(the clip list itself is not recorded):", ""]
     for c in st["commands"]:
         ver = f" (blurforge {', '.join(c['tool_versions'])})" if c["tool_versions"] else ""
-        L += [f"- `{c['command']}` - {c['shards']} shard(s){ver}"]
+        notes = "; ".join(f"{k}: {v} shard(s)" for k, v in sorted(c["notes"].items()))
+        L += [f"- `{c['command']}` - {c['shards']} shard(s){ver}" + (f"; {notes}" if notes else "")]
     L += [""]
     if sheet:
         L += ["## Examples", "", "Rows of sharp | blur per window | difference heat map per window:", "",
