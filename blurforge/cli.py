@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cliutil import CONTEXT, find_shards, friendly, progress, report_failures, say, warn
+from .cliutil import CONTEXT, find_clips, find_shards, friendly, progress, report_failures, say, warn
 from .errors import BlurforgeError
 
 
@@ -91,38 +91,75 @@ def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shak
     click.echo(f"wrote {out} ({frames} frames, {w}x{h} @ {fps:g} fps) and {truth_path(out)}")
 
 
+_CAPTURE_FPS = click.option(
+    "--capture-fps", type=float, default=None, metavar="F",
+    help="The rate the camera filmed at, for files stored at a playback rate without a "
+         "com.android.capture.fps tag (Sony HFR, most slow-motion exports) and for folders of frames "
+         "[default: the tag, else the container's rate].")
+
+
+def _probe_line(clip, info) -> str:
+    """One line with everything extract will rely on: rates, size and rotation, depth, transfer, timing."""
+    size = f"{info.width}x{info.height}"
+    if info.rotation in (90, 270):
+        size += f" stored, shown {info.height}x{info.width} (rotated {info.rotation} deg)"
+    elif info.rotation:
+        size += f" (rotated {info.rotation} deg)"
+    if info.fps_source == "container" or info.kind == "frames":
+        rate = f"{info.fps:g} fps" if info.fps else "no frame rate (give --capture-fps)"
+    else:
+        rate = f"{info.fps:g} fps captured ({info.fps_source}), {info.container_fps:g} fps container"
+    sp = info.pts_spread.get("interval_ms")
+    timing = ("variable frame rate" if info.variable_frame_rate else "constant frame rate") if info.vfr is not None \
+        else "frame timing unknown"
+    if sp:
+        timing += f" (frame intervals {sp[0]:g}/{sp[1]:g}/{sp[2]:g} ms min/median/max)"
+    kind = "frame folder, " if info.kind == "frames" else ""
+    return (f"{clip}: {kind}{size}, {rate}, ~{info.frames} frames, {info.duration:.3f} s, {info.codec}, "
+            f"{info.pix_fmt}, {info.bit_depth}-bit, transfer {info.transfer or 'untagged'}, {timing}")
+
+
 @main.command()
 @click.argument("clips", nargs=-1, required=True, type=click.Path())
 @click.option("--windows", default="36,73", show_default=True, help="Window sizes to report on.")
+@_CAPTURE_FPS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly
-def probe(clips, windows, as_json):
-    """Show fps, frame count, size, duration, codec and pixel format of each clip, and for each
-    window the exposure it implies (N / fps) and whether the clip is long enough."""
+def probe(clips, windows, capture_fps, as_json):
+    """Show what extract will rely on for each CLIP (video file, folder of frames, or a folder searched
+    recursively for both): capture and container frame rate, frame count, size and display
+    rotation, duration, codec, pixel format and bit depth, transfer tag (and the camera curve
+    --crf auto picks from it), variable frame rate from the frames' timestamps (with the spread),
+    and for each window the exposure it implies (N / capture fps) and whether the clip is long enough."""
     from .averaging import half_span
+    from .curves import curve_for
     from .extract import parse_windows
     from .video import MIN_FPS
     from .video import probe as probe_clip
 
     ws = parse_windows(windows)
     reports = []
-    for clip in clips:
-        info = probe_clip(clip)
+    for clip in find_clips(clips):
+        info = probe_clip(clip, capture_fps=capture_fps)
         d = info.as_dict()
-        d["windows"] = {str(w): {"exposure_ms": round(1000 * w / info.fps, 3),
+        d["clip"] = str(clip)
+        d["crf_auto"] = curve_for("auto", info.transfer)[0].name
+        d["windows"] = {str(w): {"exposure_ms": round(1000 * w / info.fps, 3) if info.fps else None,
                                  "frames_needed": 2 * half_span(w) + 1,
                                  "long_enough": info.frames >= 2 * half_span(w) + 1} for w in ws}
-        d["warnings"] = []
-        if info.fps < MIN_FPS:
+        d["warnings"] = list(info.warnings)
+        if info.fps and info.fps < MIN_FPS:
             d["warnings"].append(f"{info.fps:g} fps is below {MIN_FPS:g}: frames are too far apart to "
-                                 "average into a smooth blur (extract refuses without --force)")
+                                 "average into a smooth blur (extract refuses without --force); if the camera "
+                                 "filmed faster than the file plays, give --capture-fps")
         if info.variable_frame_rate:
             d["warnings"].append("variable frame rate")
         reports.append(d)
         if not as_json:
-            click.echo(f"{clip}: {info.width}x{info.height}, {info.fps:g} fps, ~{info.frames} frames, "
-                       f"{info.duration:.3f} s, {info.codec}, {info.pix_fmt}")
+            click.echo(_probe_line(clip, info) + f"; --crf auto: {d['crf_auto']}")
             for w, r in d["windows"].items():
+                if r["exposure_ms"] is None:
+                    continue
                 ok = "ok" if r["long_enough"] else f"clip too short (needs {r['frames_needed']} frames)"
                 click.echo(f"  window {w:>4}: exposure {r['exposure_ms']:.1f} ms  {ok}")
             for wmsg in d["warnings"]:
@@ -175,9 +212,17 @@ def _flicker_note(r: dict) -> str:
               help="Output folder; one shard CLIP_STEM.h5 per clip.")
 @click.option("--stride", type=int, default=None,
               help="Minimum distance between sharp centres in frames [default: the largest window].")
-@click.option("--crf", default="gamma2.2", show_default=True,
-              help="Camera curve to invert before averaging: gamma2.2 (GoPro's blur_gamma), srgb, linear "
-                   "(GoPro's plain blur), or a file with 256 values (e.g. from createCalibrateRobertson).")
+@click.option("--crf", default="auto", show_default=True,
+              help="Camera curve to invert before averaging: auto (from the stream's transfer tag: HLG -> hlg, "
+                   "PQ -> pq, otherwise gamma2.2), gamma2.2 (GoPro's blur_gamma), srgb, linear (GoPro's plain "
+                   "blur), hlg, pq, a log profile (slog3, vlog, logc3), or a file with 256 values (e.g. from "
+                   "createCalibrateRobertson).")
+@_CAPTURE_FPS
+@click.option("--start", default=None, metavar="T",
+              help="Windows start at or after T: seconds of capture time (2.5) or a frame number (1200f). "
+                   "For speed-ramped clips, to keep only the slow-motion part.")
+@click.option("--end", default=None, metavar="T",
+              help="Windows end before T (seconds of capture time or 1200f); decoding stops there.")
 @click.option("--flicker", type=click.Choice(["auto", "100", "120", "off"]), default="auto",
               show_default=True, help="Flicker frequency to correct (Hz, twice the mains frequency).")
 @click.option("--align", "do_align", is_flag=True, help="Run `blurforge align` on each new shard.")
@@ -193,17 +238,23 @@ def _flicker_note(r: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @friendly
-def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrite, jobs, executor, scheduler,
-            shard_index, num_shards, max_pairs, quiet, as_json):
+def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, do_align, force, overwrite, jobs,
+            executor, scheduler, shard_index, num_shards, max_pairs, quiet, as_json):
     """Average windows of a high-speed CLIP (in linear light, flicker removed) around sharp frames
     into blur/sharp pairs, written as HDF5 shards (format: data/README.md).
 
     The clip is decoded as a stream (memory is bounded by the largest window). Sharp centres are
     local sharpness maxima at least --stride frames apart whose windows lie inside the clip and
     cross no scene cut. Re-running skips clips whose shards are complete.
+
+    A CLIP is a video file, a folder of numbered PNG/TIFF frames (8 or 16 bit; give --capture-fps),
+    or a folder searched recursively for both. The capture rate comes from --capture-fps, else
+    the com.android.capture.fps tag, else the container; display rotation is applied; 10/12-bit
+    video and 16-bit frames are averaged from 16-bit RGB.
     """
     from .extract import ExtractOptions, extract_clip, parse_windows
 
+    clips = find_clips(clips)
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise BlurforgeError("--shard-index must be in [0, --num-shards)")
     if scheduler and executor != "dask":
@@ -215,7 +266,8 @@ def extract(clips, windows, out, stride, crf, flicker, do_align, force, overwrit
             raise BlurforgeError(f"{other} and {c} would both write {Path(c).stem}.h5: rename one")
     mine = sorted(clips)[shard_index::num_shards]
     opts = ExtractOptions(windows=parse_windows(windows), out=Path(out), stride=stride, crf=crf,
-                          flicker=flicker, force=force, overwrite=overwrite, max_pairs=max_pairs)
+                          flicker=flicker, force=force, overwrite=overwrite, max_pairs=max_pairs,
+                          capture_fps=capture_fps, start=start, end=end)
     results, failures = [], []
     if executor == "dask" or (jobs > 1 and len(mine) > 1):
         from .engine import run_tasks

@@ -7,6 +7,7 @@ module, so any CLI can import it.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -144,6 +145,40 @@ def find_shards(paths, default: Path | None = DEFAULT_DATA, missing_ok: bool = F
             seen.add(key)
             unique.append(p)
     return unique
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".mts", ".m2ts", ".mxf", ".webm", ".3gp", ".cine",
+                  ".insv", ".lrv")
+
+
+def find_clips(paths) -> list[str]:
+    """Clips from files and folders for ``extract``/``probe``: a file is a clip; a folder that holds
+    numbered PNG/TIFF frames is one clip (an image sequence); any other folder is searched
+    recursively (hidden entries left out) for videos (by extension: ``VIDEO_SUFFIXES``) and frame
+    folders. A folder with neither is an error; duplicates are dropped, order kept."""
+    from .sequence import is_sequence
+
+    out: list[str] = []
+    for item in expand_globs(paths):
+        p = Path(item)
+        if not p.is_dir() or is_sequence(p):
+            out.append(item)
+            continue
+        found = []
+        for root, dirs, files in os.walk(p):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for d in list(dirs):
+                if is_sequence(Path(root, d)):  # a clip of its own: not searched further
+                    found.append(str(Path(root, d)))
+                    dirs.remove(d)
+            found += [str(Path(root, f)) for f in files
+                      if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES]
+        found.sort()
+        if not found:
+            raise BlurforgeError(f"{p}: no videos ({', '.join(VIDEO_SUFFIXES[:5])}, ...) or frame folders in it")
+        out += found
+    seen: set = set()
+    return [c for c in out if not (Path(c).resolve() in seen or seen.add(Path(c).resolve()))]
 
 
 def spawn_map(fn, items: list, jobs: int, desc: str, quiet: bool = False, unit: str = "it"):
