@@ -172,9 +172,9 @@ def _slots(client) -> dict[str, int]:
 
 
 def _run_dask(fn, items, jobs, scheduler, retries):
-    from distributed import as_completed
+    with dask_client(jobs, scheduler) as client:  # first: it says how to install dask if it is missing
+        from distributed import as_completed
 
-    with dask_client(jobs, scheduler) as client:
         slots = _slots(client)
         futures = {client.submit(_dask_task, fn, it, slots, retries=retries, pure=False): it for it in items}
         try:

@@ -3,6 +3,7 @@ a failing clip or shard is retried, then reported, and the others finish; worker
 stay within the cores."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -14,12 +15,13 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_clip
 
 from blurforge.cli import main
 from blurforge.engine import run_tasks
 
-pytest.importorskip("distributed")
+# (workers of the local pool import this module to run _work: no torch, no dask at import time)
+needs_dask = pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+                                reason="dask.distributed is not installed (the test extra has it)")
 
 WINDOWS = "9,17"
 CLIPS = 3
@@ -58,6 +60,8 @@ def assert_same_shard(a, b):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Three tiny clips of different scenes, and a file that is not a video."""
+    from conftest import make_clip
+
     d = tmp_path_factory.mktemp("engine")
     good = [make_clip(d / f"c{i}.mp4", frames=160, seed=i) for i in range(CLIPS)]
     bad = d / "broken.mp4"
@@ -74,6 +78,7 @@ def local_shards(clips):
     return d / "serial"
 
 
+@needs_dask
 def test_dask_extract_is_bit_identical_and_a_bad_clip_is_reported(clips, local_shards):
     d, good, bad = clips
     for name, extra in [("dask", ["--executor", "dask"]), ("pool", [])]:
@@ -109,7 +114,7 @@ def _work(item):
     return name, tries, video._DECODE_THREADS
 
 
-@pytest.mark.parametrize("executor", ["local", "dask"])
+@pytest.mark.parametrize("executor", ["local", pytest.param("dask", marks=needs_dask)])
 def test_failures_are_retried_then_reported_and_the_rest_finish(tmp_path, executor):
     names = ["ok1", "fail", "flaky", "crash", "ok2"]
     got = {item[0]: (res, err) for item, res, err in
@@ -133,6 +138,7 @@ def test_failures_are_retried_then_reported_and_the_rest_finish(tmp_path, execut
 
 # ---- align --------------------------------------------------------------------------------------
 
+@needs_dask
 def test_align_on_a_dask_cluster_matches_the_local_pool(clips, local_shards, tmp_path):
     """Through --scheduler (a cluster the user started; here a LocalCluster of 2 workers): aligned
     shards equal those of the local pool, and a broken shard is reported while the others align."""
