@@ -195,12 +195,15 @@ def _executor_options(fn):
 
 
 def _flicker_note(r: dict) -> str:
-    """What the summary line says about flicker: only a correction that changes codes is named."""
-    if not r["flicker_hz"]:
+    """What the summary line says about exposure: whether flicker was found and corrected."""
+    if r.get("flicker_off"):
         return "flicker correction off"
+    drift = f", exposure drift corrected in {r['drift_pairs']} pair(s)" if r.get("drift_pairs") else ""
     if not r["flicker_found"]:
-        return "no flicker"
-    return f"{r['flicker_hz']:g} Hz flicker ({100 * r['flicker_amplitude']:.1f}%) corrected"
+        return (f"no flicker (best fit {100 * r['flicker_amplitude']:.2f}%, F = {r['flicker_significance']:.1f}: "
+                f"no correction){drift}")
+    return (f"{r['flicker_hz']:g} Hz flicker ({100 * r['flicker_amplitude']:.1f}%, F = "
+            f"{r['flicker_significance']:.0f}) corrected in {r['flicker_pairs']}/{r['pairs']} pairs{drift}")
 
 
 @main.command()

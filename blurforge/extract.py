@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import errno
 import os
 import queue
+import re
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
-from .curves import load_curve
+from .curves import curve_for
 from .errors import BlurforgeError
-from .photometric import flicker_found, frame_brightness, window_gains
+from .motion import FlowMeter, centroid, to_full, track_window, window_motion
+from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
 from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory
 
@@ -36,13 +41,16 @@ class ExtractOptions:
     windows: list[int] = field(default_factory=lambda: [36, 73])
     out: Path = Path("data")
     stride: int | None = None  # default: the largest window
-    crf: str = "gamma2.2"
+    crf: str = "auto"  # auto: follows the stream's transfer tag (curves.curve_for)
     flicker: str = "auto"  # auto | 100 | 120 | off
     cut_threshold: float = CUT_THRESHOLD
     ghost_px: float = GHOST_PX
     force: bool = False
     overwrite: bool = False
     max_pairs: int | None = None
+    capture_fps: float | None = None  # overrides the tag / container rate (required for frame folders)
+    start: str | None = None  # windows lie in [start, end): seconds of capture time, or "1200f"
+    end: str | None = None
 
     @property
     def max_half(self) -> int:
@@ -63,18 +71,49 @@ def parse_windows(text: str) -> list[int]:
     return ws
 
 
+def parse_time(text: str | None, fps: float, what: str) -> int | None:
+    """``--start/--end`` as a frame index: ``1200f`` is frame 1200, ``1.5`` or ``1.5s`` is 1.5 s of
+    capture time (frame ``round(1.5 * capture fps)``)."""
+    if text is None or str(text).strip() == "":
+        return None
+    t = str(text).strip().lower()
+    m = re.fullmatch(r"(\d+)f", t) or re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)s?", t)
+    if not m:
+        raise BlurforgeError(f"--{what} {text!r}: expected seconds of capture time (1.5) or a frame number (1200f)")
+    return int(m.group(1)) if t.endswith("f") else int(round(float(m.group(1)) * fps))
+
+
+def frame_range(info: VideoInfo, opts: ExtractOptions) -> tuple[int, int | None]:
+    """The frames windows may use, ``[lo, hi)`` (``hi`` None: to the end), from ``--start/--end``."""
+    lo = parse_time(opts.start, info.fps, "start") or 0
+    hi = parse_time(opts.end, info.fps, "end")
+    if hi is not None and hi <= lo:
+        raise BlurforgeError(f"--end {opts.end} is not after --start {opts.start or 0} (frames {lo} and {hi})")
+    if 0 < info.frames <= lo:
+        raise BlurforgeError(f"{info.path}: --start {opts.start} (frame {lo}) is past the clip's {info.frames} frames")
+    return lo, hi
+
+
 def check_clip(info: VideoInfo, opts: ExtractOptions) -> list[str]:
     """Refuse what cannot give correct pairs; return warnings for what we convert."""
     warnings = []
     largest = max(opts.windows)
+    if info.kind == "frames" and not info.fps:
+        raise BlurforgeError(f"{info.path}: a folder of frames has no frame rate: pass --capture-fps (e.g. 960)")
     if info.fps < MIN_FPS and not opts.force:
+        hint = ("; if the camera filmed faster than the file plays (slow motion stored at a playback rate), "
+                "give the capture rate with --capture-fps") if info.fps_source == "container" else ""
         raise BlurforgeError(
             f"{info.path}: {info.fps:g} fps is below {MIN_FPS:g}: a {largest}-frame window would be a "
             f"{1000 * largest / info.fps:.0f} ms exposure of {largest} widely spaced frames (ghosting); "
-            "pass --force to extract anyway")
+            f"pass --force to extract anyway{hint}")
     if info.variable_frame_rate and not opts.force:
+        sp = info.pts_spread
+        spread = (f"frame intervals {sp['interval_ms'][0]:g}-{sp['interval_ms'][2]:g} ms, median "
+                  f"{sp['interval_ms'][1]:g}; a frame {sp['max_offset_frames']:g} intervals off an even spacing"
+                  if sp else f"{info.container_fps or info.fps:g} fps average, {info.tbr:g} tbr")
         raise BlurforgeError(
-            f"{info.path}: variable frame rate ({info.fps:g} fps average, {info.tbr:g} tbr): window "
+            f"{info.path}: variable frame rate ({spread}): window "
             "averaging needs evenly spaced frames; re-encode at a constant rate or pass --force")
     need = 2 * opts.max_half + 1
     if 0 < info.frames < need - 1:
@@ -86,7 +125,8 @@ def check_clip(info: VideoInfo, opts: ExtractOptions) -> list[str]:
     if info.grayscale:
         warnings.append(f"grayscale input ({info.pix_fmt}): converted to RGB (R = G = B)")
     if info.bit_depth > 8:
-        warnings.append(f"{info.bit_depth}-bit input ({info.pix_fmt}): converted to 8-bit RGB")
+        warnings.append(f"{info.bit_depth}-bit input ({info.pix_fmt}): averaged from 16-bit RGB, "
+                        "stored as 8-bit (the sharp frame rounded to 8 bits)")
     return warnings
 
 
@@ -100,10 +140,15 @@ def _flicker_hz(opts: ExtractOptions) -> float | None:
 
 class _RgbWindow(collections.abc.Sequence):
     """A window's decoded frames, each converted to RGB only when the averaging reaches it and let
-    go of once read (the centre, read twice, is kept): a window in progress holds few frames."""
+    go of once read (the centre, read twice, is kept): a window in progress holds few frames.
 
-    def __init__(self, frames, centre: int):
+    ``depth16`` (10/12/16-bit sources): the averaging reads ``frame16(i)`` (uint16 RGB) instead,
+    and the centre as an item (the sharp frame) is that same 16-bit frame rounded to 8 bits, so
+    blur and sharp come from one conversion."""
+
+    def __init__(self, frames, centre: int, depth16: bool = False):
         self.frames, self.centre, self._centre_rgb = list(frames), centre, None
+        self.depth16, self._centre16 = depth16, None
 
     def __len__(self):
         return len(self.frames)
@@ -111,10 +156,19 @@ class _RgbWindow(collections.abc.Sequence):
     def __getitem__(self, i):
         if i == self.centre:
             if self._centre_rgb is None:
-                self._centre_rgb = self.frames[i].rgb()
+                self._centre_rgb = (cv2.convertScaleAbs(self.frame16(i), alpha=1 / 257) if self.depth16
+                                    else self.frames[i].rgb())
             return self._centre_rgb
         frame, self.frames[i] = self.frames[i], None
         return frame.rgb()
+
+    def frame16(self, i):
+        if i == self.centre:
+            if self._centre16 is None:
+                self._centre16 = self.frames[i].rgb16()
+            return self._centre16
+        frame, self.frames[i] = self.frames[i], None
+        return frame.rgb16()
 
 
 class _Background:
@@ -179,7 +233,34 @@ class _Hasher(threading.Thread):
         self.path, self.digest = path, ""
 
     def run(self):
-        self.digest = file_sha256(self.path)
+        if Path(self.path).is_dir():
+            from .sequence import sequence_sha256
+
+            self.digest = sequence_sha256(self.path)
+        else:
+            self.digest = file_sha256(self.path)
+
+
+RESERVE_BYTES = 8 << 20
+
+
+class _RoomyWriter(ShardWriter):
+    """A ShardWriter that stops with ENOSPC *before* a pair the disk has no room for (plus a reserve
+    for HDF5's metadata): HDF5 crashes the process (segmentation fault) when flushing its metadata
+    fails, so the shard must still be closable when the disk fills."""
+
+    def add(self, sharp, blurs, *a, **k):
+        need = np.asarray(sharp).nbytes * (1 + len(blurs)) * 2 + RESERVE_BYTES
+        if shutil.disk_usage(self.tmp.parent).free < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().add(sharp, blurs, *a, **k)
+
+    def abort(self):
+        try:  # give HDF5 room to close what it has open (the file is deleted next anyway)
+            os.truncate(self.tmp, 0)
+        except OSError:
+            pass
+        super().abort()
 
 
 def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None,
@@ -197,12 +278,15 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     out_path = shard_path(clip, opts.out)
     if out_path.exists() and not opts.overwrite and is_complete(out_path):
         return {"clip": str(clip), "shard": str(out_path), "status": "skipped (complete)", "pairs": None}
-    info = probe(clip)
+    info = probe(clip, capture_fps=opts.capture_fps)
     for w in check_clip(info, opts):
         warn(f"{clip.name}: {w}")
+    lo, hi = frame_range(info, opts)
     if start:
-        start(max(0, int(info.frames)))
-    curve = load_curve(opts.crf)
+        start(max(0, min(int(info.frames), hi or int(info.frames))))
+    curve, said = curve_for(opts.crf, info.transfer)
+    if said:
+        warn(f"{clip.name}: {said}")
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -212,85 +296,96 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
 
     reuse_freed_memory()
     H = opts.max_half
-    picker = sh.CentrePicker(H, opts.min_distance)
+    picker = sh.CentrePicker(H, opts.min_distance, allowed=(lo, hi))
     ring_len = H + picker.lookahead + 1
-    reader = FrameReader(info)
+    reader = FrameReader(info, stop_after=hi)
+    depth16 = info.bit_depth > 8
     windows = opts.windows
     hasher = _Hasher(clip)
     hasher.start()
     attrs = {"kind": "video", "source_name": clip.name, "fps": info.fps, "camera_curve": curve.name,
-             "codec": info.codec, "pix_fmt": info.pix_fmt, "window_frames": np.array(windows, np.int64)}
-    writer = ShardWriter(out_path, reader.height, reader.width, [str(w) for w in windows], attrs=attrs,
+             "codec": info.codec, "pix_fmt": info.pix_fmt, "window_frames": np.array(windows, np.int64),
+             "source_type": info.kind, "container_fps": info.container_fps, "fps_source": info.fps_source,
+             "rotation": info.rotation, "transfer": info.transfer, "bit_depth": info.bit_depth,
+             "averaged_bits": 16 if depth16 else 8, "frame_range": np.array([lo, -1 if hi is None else hi], np.int64)}
+    writer = _RoomyWriter(out_path, reader.height, reader.width, [str(w) for w in windows], attrs=attrs,
                          datasets={"camera_curve": curve.lut})
     for w in windows:
         ds = writer.f[f"blur/{w}"]
         wts = window_weights(w)
         ds.attrs.update(exposure_frames=w, frames=len(wts), weights=wts, exposure_s=w / info.fps)
 
-    # ring[i] = (decoded frame, motion-size grey); one frame more than a window needs before it,
-    # for the motion step into the window's first frame
-    ring: collections.deque = collections.deque(maxlen=ring_len + 1)
-    bright: list[float] = []
+    # ring[i] = (decoded frame, motion-size grey, whether that grey is video-range luma)
+    ring: collections.deque = collections.deque(maxlen=ring_len)
     ghosted = 0
     flicker_hz = _flicker_hz(opts)
-    chosen_hz: list[float] = []
-    swings: list[float] = []
+    fits: list = []
     buffers: dict = {}  # float frames reused by every window's averaging
-    steps_px: dict[int, float] = {}  # motion from frame t-1 to t, measured only inside windows
+    flow = FlowMeter()
+    steps: dict[int, tuple[float, float]] = {}  # local motion from frame t-1 to t, measured inside windows
     prev_small = None
-    scale = None
+    full_hw = (reader.height, reader.width)
     emitted = 0
 
-    def make_pair(c: int, lo: int, entries: list, bright_win: np.ndarray, score: float):
-        """Motion, gains, window averages and the shard row of centre c (runs in the background)."""
+    def make_pair(c: int, entries: list, score: float):
+        """Trajectory, gains, local motion, window averages and the shard row of centre c (runs in
+        the background). ``entries``: the ring entries of frames c-H .. c+H."""
         nonlocal ghosted
-        for k in [k for k in steps_px if k < lo]:
-            del steps_px[k]
-        for i in range(1, len(entries)):
-            if lo + i not in steps_px:
-                steps_px[lo + i] = sh.shift_px(entries[i - 1][1], entries[i][1], scale)
-        end = lo + len(entries)
-        frames = _RgbWindow([e[0] for e in entries[c - H - lo:c + H + 1 - lo]], H)
+        greys = [e[1] for e in entries]
+        small_hw = greys[0].shape
+        scale = reader.width / small_hw[1]
+        track = track_window(greys, H)
+        warps = to_full(track.warps, small_hw, full_hw)
+        lin = [linear_small(g, curve.lut, e[2]) for g, e in zip(greys, entries)]
+        fit = fit_gains(measure_ratios(lin, H, track.warps, curve.lut), info.fps, flicker_hz)
+        fits.append(fit)
+        for k in [k for k in steps if k <= c - H]:
+            del steps[k]
+        for t in range(c - H + 1, c + H + 1):
+            if t not in steps:
+                i = t - (c - H)
+                steps[t] = flow.step(greys[i - 1], greys[i], track.step(i), scale)
+        frames = _RgbWindow([e[0] for e in entries], H, depth16)
         entries.clear()
-        gains, hz = window_gains(bright_win, info.fps, flicker_hz)
-        chosen_hz.append(hz)
-        swings.append(float(np.ptp(gains)) / 2)
-        blurs = average_windows(frames, gains, windows, curve, buffers)
-        meta = {"meta/sharpness": np.float32(score)}
+        blurs = average_windows(frames, fit.gains, windows, curve, buffers)
+        meta = {"meta/sharpness": np.float32(score), "meta/flicker_hz": np.float32(fit.flicker_hz),
+                "meta/flicker_amplitude": np.float32(fit.amplitude),
+                "meta/flicker_significance": np.float32(fit.significance)}
         for w in windows:
             h = half_span(w)
-            steps = np.asarray([steps_px.get(t, 0.0) for t in range(c - h, min(c + h + 2, end))])
-            mpx = float(np.max(np.median(np.stack([steps[:-2], steps[1:-1], steps[2:]]), axis=0)))
-            ghost = mpx > opts.ghost_px
+            sl = slice(H - h, H + h + 1)
+            speed, share = window_motion([steps[t] for t in range(c - h + 1, c + h + 1)])
+            ghost = speed > opts.ghost_px
             ghosted += ghost
             meta.update({f"meta/{w}/first": np.int64(c - h), f"meta/{w}/last": np.int64(c + h),
-                         f"meta/{w}/gains": gains[H - h:H + h + 1].astype(np.float32),
-                         f"meta/{w}/motion_px": np.float32(mpx), f"meta/{w}/ghosting": bool(ghost)})
+                         f"meta/{w}/gains": fit.gains[sl].astype(np.float32),
+                         f"meta/{w}/motion_px": np.float32(speed), f"meta/{w}/moving_fraction": np.float32(share),
+                         f"meta/{w}/ghosting": bool(ghost),
+                         f"meta/{w}/trajectory": warps[sl, :2].astype(np.float32),
+                         f"meta/{w}/centroid": centroid(warps[sl], window_weights(w)),
+                         f"meta/{w}/track_inliers": np.float32(track.inliers[sl].min())})
         writer.add(frames[H], {str(w): blurs[w] for w in windows}, center=c, meta=meta)
 
     def emit(c: int):
         nonlocal emitted
         first = n - len(ring)
-        lo = max(first, c - H - 1)
-        entries = [ring[t - first] for t in range(lo, min(n, c + H + 2))]
-        worker.submit(make_pair, c, lo, entries, np.asarray(bright[c - H:c + H + 1]), picker.scores[c])
+        entries = [ring[t - first] for t in range(c - H, c + H + 1)]
+        worker.submit(make_pair, c, entries, picker.scores[c])
         emitted += 1
 
     n = 0
     worker = _Background()
     try:
         for frame in reader:
-            # video-range luma as decoded: sharpness and motion do not depend on the range's scale;
-            # the small copy (brightness through the camera curve, cuts) is mapped to 0..255
+            # video-range luma as decoded: sharpness, tracking and flow do not depend on the range's
+            # scale; the small copy for cut detection is mapped to 0..255
             half, quarter, small = sh.grey_pyramid(frame.grey_half(full_range=False))
             black = 16.0 if frame.video_range else 0.0
             if black:
                 small = (small - np.float32(black)) * np.float32(255 / 219)
-            scale = scale or reader.width / quarter.shape[1]
-            bright.append(frame_brightness(small, curve.lut))
             cut = prev_small is not None and sh.cut_score(prev_small, small) > opts.cut_threshold
             prev_small = small
-            ring.append((frame, quarter))
+            ring.append((frame, quarter, bool(black)))
             n += 1
             for c in picker.push(sh.tenengrad(half, black), cut):
                 emit(c)
@@ -310,11 +405,13 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         if writer.n == 0:
             raise BlurforgeError(f"{clip}: no sharp centre with a complete window found in {n} frames"
                                  + (f" (stream damaged: {reader.error})" if reader.error else ""))
-        missing = info.frames - n  # the header's duration is rounded: allow 10 ms and 2% of slack
+        # the header's duration is rounded: allow 10 ms and 2% of slack (frames up to --end only)
+        missing = min(info.frames, hi or info.frames) - n
         if not reader.error and not opts.max_pairs and missing > max(0.02 * info.frames, 0.01 * info.fps) + 2:
             reader.error = f"the stream ended at frame {n} of the {info.frames} its header announces"
         hasher.join()
-        flicker_mode = max(set(chosen_hz), key=chosen_hz.count)
+        found = [f.flicker_hz for f in fits if f.flicker_hz]
+        flicker_mode = max(set(found), key=found.count) if found else 0.0
         writer.f.attrs.update(source_sha256=hasher.digest, frames_decoded=n,
                               truncated=bool(reader.error), mains_hz=flicker_mode / 2,
                               stopped_at=n if reader.error else -1)
@@ -326,7 +423,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     except OSError as e:
         worker.cancel()
         writer.abort()
-        raise BlurforgeError(f"cannot write {out_path}: {e.strerror or e}") from None
+        why = "No space left on device" if e.errno == errno.ENOSPC or "No space left" in str(e) else (e.strerror or e)
+        raise BlurforgeError(" ".join(f"cannot write {out_path}: {why}".split())) from None
     except BaseException:
         worker.cancel()
         writer.abort()
@@ -337,8 +435,11 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     summary = {"clip": str(clip), "shard": str(out_path), "status": "ok", "pairs": writer.n,
                "frames_decoded": n, "windows": windows, "size": [reader.width, reader.height],
                "fps": info.fps, "ghosting_windows": ghosted,
-               "flicker_hz": flicker_mode, "flicker_amplitude": float(np.median(swings)),
-               "flicker_found": bool(flicker_mode) and flicker_found(float(np.median(swings)))}
+               "flicker_hz": flicker_mode, "flicker_found": bool(found), "flicker_pairs": len(found),
+               "flicker_amplitude": float(np.median([f.amplitude for f in fits if f.flicker_hz or not found]
+                                                    or [0.0])),
+               "flicker_significance": float(np.median([f.significance for f in fits] or [0.0])),
+               "drift_pairs": sum(f.drift for f in fits), "flicker_off": flicker_hz == 0.0}
     if reader.error:
         summary.update(status="truncated", error=f"stream damaged after frame {n}: {reader.error}; "
                                                  f"kept {writer.n} pairs decoded before it")

@@ -49,6 +49,8 @@ class SynthConfig:
     level: float = 0.8  # linear exposure of the scene
     moving_object: bool = True  # the textured disc crossing the picture (False: camera shake only)
     object_photo: str = "coffee"  # photo the moving disc's texture is cut from ("" : the scene's own)
+    object_speed: float = 0.0  # px/frame at 640 px width; the disc re-enters on the left (0: one slow crossing)
+    shake_freq: float = 1.0  # multiplies the shake's frequencies (1.3, 2.9, 4.7 Hz): >1 accelerates within a window
 
 
 def dead_leaves(width: int, height: int, seed: int, rmin: float = 2.0, rmax: float | None = None,
@@ -105,10 +107,11 @@ def truth_table(cfg: SynthConfig) -> list[dict]:
     t = np.arange(n) / cfg.fps
     k = cfg.width / 640.0
     on = 1.0 if cfg.motion else 0.0
-    dx = on * _smooth_path(rng, t, cfg.shake_px * k)
-    dy = on * _smooth_path(rng, t, cfg.shake_px * k * 0.7)
-    ang = on * _smooth_path(rng, t, cfg.rotation_deg, freqs=(1.1, 2.3))
-    scale = 1.0 + on * _smooth_path(rng, t, cfg.zoom, freqs=(0.9, 1.9))
+    f = cfg.shake_freq
+    dx = on * _smooth_path(rng, t, cfg.shake_px * k, freqs=(1.3 * f, 2.9 * f, 4.7 * f))
+    dy = on * _smooth_path(rng, t, cfg.shake_px * k * 0.7, freqs=(1.3 * f, 2.9 * f, 4.7 * f))
+    ang = on * _smooth_path(rng, t, cfg.rotation_deg, freqs=(1.1 * f, 2.3 * f))
+    scale = 1.0 + on * _smooth_path(rng, t, cfg.zoom, freqs=(0.9 * f, 1.9 * f))
     phase = rng.uniform(0, 2 * np.pi)
     flick = 1.0 + cfg.flicker * np.sin(2 * np.pi * cfg.mains * t + phase)
     drift = 1.0 + cfg.drift * (np.arange(n) / max(1, n - 1) - 0.5)
@@ -116,6 +119,9 @@ def truth_table(cfg: SynthConfig) -> list[dict]:
     y0 = cfg.height * rng.uniform(0.35, 0.65)
     x_start, x_end = 0.1 * cfg.width, 0.9 * cfg.width
     ox = x_start + (x_end - x_start) * np.arange(n) / max(1, n - 1)
+    if cfg.object_speed:                    # enters and leaves the picture, again and again
+        lap = cfg.width + 4 * r
+        ox = (x_start + cfg.object_speed * k * np.arange(n)) % lap - 2 * r
     if cfg.pan_px_s:                        # drawn last: clips without a pan keep their truth
         heading, speed = rng.uniform(0, 2 * np.pi), on * cfg.pan_px_s * k * rng.uniform(0.5, 1.0)
         dx = dx + speed * np.cos(heading) * (t - t.mean())

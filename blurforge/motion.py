@@ -1,0 +1,225 @@
+"""Motion inside a window: the camera's trajectory over the exposure, and local motion.
+
+Every frame of a window is sharp and decoded, so the camera's path over the exposure can be
+measured rather than guessed from the blur. ``Tracker`` registers each frame of a window to its
+centre frame directly (not chained, so errors do not add up along the window) by inverse-
+compositional Lucas-Kanade on small grey frames: a similarity warp (shift, roll, zoom) plus a
+brightness gain and offset (flicker), on the few thousand strongest-gradient pixels of the centre
+frame, with pixels that do not follow the camera (moving objects, occlusions) dropped as outliers.
+The template's gradients are computed once per window, so each frame costs a few small
+``remap`` calls. The weighted mean of the per-frame warps is where the blur of each point is
+centred (the blur kernel's centroid): the warp ``align`` registers the blur with.
+
+Local motion, which decides whether averaging discrete frames leaves ghost steps, is measured by
+dense optical flow (OpenCV's DIS) between consecutive small frames; a global measure misses a fast
+object on a still background.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .align import level_matrix
+
+TRACK_POINTS = 2000        # template pixels used (the strongest gradients)
+TRACK_ITERS = 10
+BORDER = 6                 # template pixels this close to the edge are not used
+MOVING_SHARE = 0.0025      # motion_px: the speed reached by at least this share of the picture
+
+
+@dataclass
+class Track:
+    """Warps of a window's frames relative to its centre, in the small frames' pixel coordinates."""
+    warps: np.ndarray        # float64 [F, 2, 3]: centre-frame px -> frame t px (identity at the centre)
+    inliers: np.ndarray      # float32 [F]: share of the template pixels that followed the warp (1 at centre)
+
+    def step(self, i: int) -> np.ndarray:
+        """2x3 camera warp from frame i-1 to frame i (frame i-1 px -> frame i px)."""
+        a = np.vstack([self.warps[i], [0.0, 0.0, 1.0]])
+        b = np.vstack([self.warps[i - 1], [0.0, 0.0, 1.0]])
+        return (a @ np.linalg.inv(b))[:2]
+
+
+def _smooth(img: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
+
+
+def _similarity(d: np.ndarray, cx: float, cy: float) -> np.ndarray:
+    """3x3 matrix of a small similarity step (tx, ty, roll, zoom) about the image centre."""
+    tx, ty, th, s = d
+    a, b = 1.0 + s, th
+    return np.array([[a, -b, tx + cx - a * cx + b * cy],
+                     [b, a, ty + cy - b * cx - a * cy],
+                     [0.0, 0.0, 1.0]])
+
+
+class Tracker:
+    """Registers frames to one template (the window's centre frame), see the module docstring."""
+
+    def __init__(self, template: np.ndarray, points: int = TRACK_POINTS):
+        t = _smooth(template)
+        h, w = t.shape
+        self.size = (w, h)
+        self.cx, self.cy = (w - 1) / 2.0, (h - 1) / 2.0
+        gx = cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
+        gy = cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
+        mag = gx * gx + gy * gy
+        b = min(BORDER, h // 4, w // 4)
+        mag[:b], mag[-b:], mag[:, :b], mag[:, -b:] = 0, 0, 0, 0
+        flat = mag.ravel()
+        k = min(points, int(np.count_nonzero(flat)))
+        idx = np.argpartition(flat, flat.size - k)[flat.size - k:] if k else np.zeros(0, np.int64)
+        idx = np.sort(idx)
+        ys, xs = np.divmod(idx, w)
+        self.pts = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)      # [3, K]
+        self.tval = t.ravel()[idx].astype(np.float64)
+        gxs, gys = gx.ravel()[idx].astype(np.float64), gy.ravel()[idx].astype(np.float64)
+        xc, yc = xs - self.cx, ys - self.cy
+        # steepest-descent images: shift x, shift y, roll, zoom, then gain and offset
+        self.sd = np.stack([gxs, gys, xc * gys - yc * gxs, xc * gxs + yc * gys, self.tval,
+                            np.ones_like(self.tval)], axis=1)
+        self.ok = k >= 32
+
+    def _sample(self, img: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = m @ self.pts                                                         # [2, K]
+        mx, my = p[0].astype(np.float32)[None], p[1].astype(np.float32)[None]
+        vals = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)[0]
+        w, h = self.size
+        inside = (p[0] >= 0) & (p[0] <= w - 1) & (p[1] >= 0) & (p[1] <= h - 1)
+        return vals.astype(np.float64), inside
+
+    def track(self, image: np.ndarray, init: np.ndarray, iters: int = TRACK_ITERS) -> tuple[np.ndarray, float]:
+        """Refine ``init`` (2x3, template px -> image px); returns (warp, inlier share)."""
+        m = np.vstack([np.asarray(init, np.float64), [0.0, 0.0, 1.0]])
+        if not self.ok:
+            return m[:2], 0.0
+        img = _smooth(image)
+        keep = None
+        share = 0.0
+        for it in range(iters):
+            vals, inside = self._sample(img, m[:2])
+            e = vals - self.tval
+            use = inside if keep is None else inside & keep
+            if np.count_nonzero(use) < 32:
+                return m[:2], 0.0
+            a = self.sd[use]
+            try:
+                d = np.linalg.solve(a.T @ a, a.T @ e[use])
+            except np.linalg.LinAlgError:
+                return m[:2], 0.0
+            r = e - self.sd @ d
+            sigma = 1.4826 * float(np.median(np.abs(r[use]))) + 1e-3
+            keep = np.abs(r) <= 3.0 * sigma
+            share = float(np.count_nonzero(inside & keep)) / len(e)
+            m = m @ np.linalg.inv(_similarity(d[:4], self.cx, self.cy))
+            if it >= 1 and np.hypot(d[0], d[1]) < 2e-3 and abs(d[2]) < 1e-5 and abs(d[3]) < 1e-5:
+                break
+        return m[:2], share
+
+
+def track_window(frames: list[np.ndarray], centre: int) -> Track:
+    """Warps of every frame of a window to ``frames[centre]`` (small grey uint8 or float images).
+
+    Frames are tracked outward from the centre, each started from its neighbour's warp carried on
+    at the same velocity; the first step on each side starts from phase correlation, so a fast pan
+    is caught from the start.
+    """
+    n = len(frames)
+    tr = Tracker(frames[centre])
+    warps = np.zeros((n, 2, 3))
+    warps[centre] = np.eye(2, 3)
+    inliers = np.ones(n, np.float32)
+    tmpl = np.asarray(frames[centre], np.float32)
+    for step in (1, -1):
+        prev2 = prev = np.eye(2, 3)
+        for t in range(centre + step, n if step > 0 else -1, step):
+            if t == centre + step:
+                (dx, dy), _ = cv2.phaseCorrelate(tmpl, np.asarray(frames[t], np.float32))
+                init = np.array([[1.0, 0, dx], [0, 1.0, dy]])
+            else:
+                init = 2 * prev - prev2
+            warps[t], inliers[t] = tr.track(frames[t], init)
+            prev2, prev = prev, warps[t]
+    return Track(warps, inliers)
+
+
+def to_full(warps: np.ndarray, small_hw: tuple[int, int], full_hw: tuple[int, int]) -> np.ndarray:
+    """Warps [F, 2, 3] between small frames -> 3x3 warps [F, 3, 3] in full-resolution pixels."""
+    a = level_matrix(full_hw, small_hw)
+    a_inv = np.linalg.inv(a)
+    out = np.empty((len(warps), 3, 3))
+    for i, m in enumerate(warps):
+        out[i] = a_inv @ np.vstack([m, [0.0, 0.0, 1.0]]) @ a
+    return out
+
+
+def centroid(warps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Where the exposure centres each point: the weighted mean of the frames' affine warps.
+
+    A point at x in the centre frame is at ``W_t x`` in frame t; its blur is spread around
+    ``sum_t w_t W_t x``, which for affine warps is the single warp ``sum_t w_t W_t``.
+    """
+    return np.tensordot(np.asarray(weights, np.float64), warps, axes=1)
+
+
+class FlowMeter:
+    """Local frame-to-frame motion: the camera's part from the trajectory, the rest from optical flow.
+
+    DIS flow (OpenCV, ultrafast preset) between consecutive small grey frames, forward and
+    backward. A pixel moves on its own where the flow departs from the camera's warp by more than
+    OWN_PX (full-resolution px) after a 5x5 median and forward and backward flow agree within
+    FB_PX (small px); there its speed is the flow's, elsewhere the camera warp's, which is exact
+    where flow is noisy (its tail over-reads a 1 px/frame shake by up to 2x).
+    """
+
+    OWN_PX = 1.0
+    FB_PX = 0.5
+
+    def __init__(self):
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._grid: dict = {}
+
+    def _xy(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if (h, w) not in self._grid:
+            ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+            self._grid = {(h, w): (xs, ys)}
+        return self._grid[(h, w)]
+
+    def step(self, prev: np.ndarray, cur: np.ndarray, camera: np.ndarray, scale: float) -> tuple[float, float]:
+        """(motion px, moving share) from ``prev`` to ``cur``, in full-resolution px per frame.
+
+        ``camera``: 2x3, prev px -> cur px (small frames). ``motion``: the speed that at least
+        MOVING_SHARE of the picture reaches; ``moving share``: the share moving more than 1 px.
+        """
+        prev, cur = np.asarray(prev, np.uint8), np.asarray(cur, np.uint8)
+        h, w = prev.shape
+        xs, ys = self._xy(h, w)
+        fwd = self.dis.calc(prev, cur, None)
+        bwd = self.dis.calc(cur, prev, None)
+        back = cv2.remap(bwd, xs + fwd[..., 0], ys + fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        agree = cv2.magnitude(fwd[..., 0] + back[..., 0], fwd[..., 1] + back[..., 1]) < self.FB_PX
+        m = np.asarray(camera, np.float32)
+        cam_x = m[0, 0] * xs + m[0, 1] * ys + m[0, 2] - xs
+        cam_y = m[1, 0] * xs + m[1, 1] * ys + m[1, 2] - ys
+        s = np.float32(scale)
+        own = cv2.medianBlur(cv2.magnitude(fwd[..., 0] - cam_x, fwd[..., 1] - cam_y), 5) * s > self.OWN_PX
+        own &= agree
+        speed = np.where(own, cv2.medianBlur(cv2.magnitude(fwd[..., 0], fwd[..., 1]), 5),
+                         cv2.magnitude(cam_x, cam_y)) * s
+        flat = speed.ravel()
+        k = max(1, int(MOVING_SHARE * flat.size))
+        top = float(np.partition(flat, flat.size - k)[flat.size - k])
+        return top, float(np.count_nonzero(flat > 1.0)) / flat.size
+
+
+def window_motion(steps: list[tuple[float, float]]) -> tuple[float, float]:
+    """(motion px, moving share) of a window from its frame-to-frame steps: the largest median of
+    three consecutive steps, so a single step where the flow failed does not count."""
+    if not steps:
+        return 0.0, 0.0
+    a = np.asarray(steps, np.float64)
+    if len(a) >= 3:
+        a = np.median(np.stack([a[:-2], a[1:-1], a[2:]]), axis=0)
+    return float(a[:, 0].max()), float(a[:, 1].max())
