@@ -40,6 +40,12 @@ DEFAULT_MOTION = "euclidean"
 DEFAULT_MIN_SCORE = 0.75
 DEFAULT_MAX_SHIFT = 16.0     # px; blur-to-centre misalignment in 960 fps windows is ~0.2-2 px
 DEFAULT_LEVELS = (4, 2)
+# Where the shard carries the exposure's centroid (extract's trajectory), it is the warp; ECC's
+# correlation peak then only cross-checks it. Under accelerating shake the two differ by design
+# (0.6 px median for 73-frame windows, more for stronger blur): only a larger disagreement means
+# the trajectory failed.
+DEFAULT_MAX_DISAGREE = 4.0   # px, median over the picture
+MIN_TRACK_INLIERS = 0.5      # a trajectory whose worst frame kept fewer template pixels is not used
 MIN_LEVEL_SIDE = 48          # a pyramid level whose short side is below this is skipped
 FINE_LEVEL_SIDE = 240        # the finest level is refined further until its short side reaches this
 CLIP_HI = 250                # codes at or above count as saturated (left out of the gain fit)
@@ -55,8 +61,9 @@ class PairAlignment:
     shift: float                     # largest displacement of the warp over the image corners, px
     margin: int                      # border width (px) that the warp leaves invalid
     ok: bool
-    reason: str = ""                 # "" | "ecc failed" | "low score" | "large shift"
+    reason: str = ""                 # "" | "ecc failed" | "low score" | "large shift" | "trajectory disagrees"
     aligned: np.ndarray | None = field(default=None, repr=False)
+    ecc_px: float = math.nan         # median distance between ECC's warp and the centroid warp (trajectory only)
 
 
 def gamma_lut(gamma: float = GAMMA) -> np.ndarray:
@@ -350,16 +357,31 @@ def render_aligned(blur: np.ndarray, warp: np.ndarray, gain: np.ndarray, lut: np
     return out
 
 
+def correlation(ref: Reference, blur: np.ndarray, warp: np.ndarray) -> float:
+    """ECC's criterion at a given warp: the correlation coefficient of the zero-mean sharp and
+    warped blurred grey images (linear light) at the finest pyramid level."""
+    k = ref.levels[-1]
+    tmpl = ref.pyramid[k]
+    g = _resize(grey(blur, ref.lut), k)
+    w = rescale_warp(warp, np.eye(3), level_matrix(blur.shape[:2], tmpl.shape))
+    moved = warp_image(g, w, cv2.INTER_LINEAR)
+    return float(cv2.computeECC(tmpl, moved))
+
+
 def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.ndarray | None = None,
                min_score: float = DEFAULT_MIN_SCORE, max_shift: float = DEFAULT_MAX_SHIFT,
-               levels=DEFAULT_LEVELS, render: bool = True) -> PairAlignment:
+               levels=DEFAULT_LEVELS, render: bool = True, centroid: np.ndarray | None = None,
+               max_disagree: float = DEFAULT_MAX_DISAGREE) -> PairAlignment:
     """Align one blurred RGB uint8 image onto its sharp frame (an RGB array or a ``Reference``).
 
     ``lut``: inverse camera curve (linear value of each code; default gamma 2.2), ignored when a
-    ``Reference`` is given (it carries its own). Returns the warp, gain, score, margin and ok flag,
-    plus the aligned uint8 image when ``render``. A pair whose ECC fails, scores below
-    ``min_score`` or moves more than ``max_shift`` px is flagged (ok=False), never dropped: it still
-    gets an output image (from the phase-correlation or partial estimate).
+    ``Reference`` is given (it carries its own). ``centroid``: the exposure's centroid warp (3x3,
+    sharp px -> blur px, from the window's measured trajectory): when given it is the warp, its
+    score is ECC's criterion evaluated there, and ECC's own optimum only cross-checks it (the
+    pair is flagged when they are more than ``max_disagree`` px apart). Returns the warp, gain,
+    score, margin and ok flag, plus the aligned uint8 image when ``render``. A pair whose ECC
+    fails (without a centroid), scores below ``min_score`` or moves more than ``max_shift`` px is
+    flagged (ok=False), never dropped: it still gets an output image.
     """
     ref = sharp if isinstance(sharp, Reference) else prepare_reference(sharp, levels, lut)
     h, w = blur.shape[:2]
@@ -372,6 +394,17 @@ def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.nd
         warp, a = initial_warp(ref, grey(blur, ref.lut))
         warp = rescale_warp(warp, a, np.eye(3))
         score, reason = 0.0, "ecc failed"
+    ecc_px = math.nan
+    if centroid is not None:
+        if not reason:
+            ecc_px = warp_error(warp, centroid, h, w)
+        warp, reason = np.asarray(centroid, np.float64), ""
+        try:
+            score = correlation(ref, blur, warp)
+        except cv2.error:
+            score = 0.0
+        if ecc_px > max_disagree:
+            reason = "trajectory disagrees"
     shift = warp_shift(warp, h, w)
     if not math.isfinite(shift) or not np.all(np.isfinite(warp)):
         warp, shift, reason = np.eye(3), math.inf, reason or "ecc failed"
@@ -386,7 +419,8 @@ def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.nd
     aligned = None
     if render:
         aligned = render_aligned(blur, warp, gain, ref.lut)
-    return PairAlignment(warp, gain, float(score), shift, int(margin), reason == "", reason, aligned)
+    return PairAlignment(warp, gain, float(score), shift, int(margin), reason == "", reason, aligned,
+                         float(ecc_px))
 
 
 def warp_error(est: np.ndarray, truth: np.ndarray, h: int, w: int, step: int = 16,

@@ -23,6 +23,7 @@ from .align import (
     DEFAULT_MAX_SHIFT,
     DEFAULT_MIN_SCORE,
     DEFAULT_MOTION,
+    MIN_TRACK_INLIERS,
     MOTIONS,
     align_pair,
     check_lut,
@@ -169,6 +170,9 @@ def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
     OpenCV releases the GIL, h5py reads are serialised by a lock)."""
     n, h, w = (int(v) for v in src["sharp"].shape[:3])
     chunks, created = image_chunks(h, w), utc_now()
+    centroids = {lab: src[f"meta/{lab}/centroid"][()] if f"meta/{lab}/centroid" in src else None for lab in todo}
+    inliers = {lab: src[f"meta/{lab}/track_inliers"][()] if f"meta/{lab}/track_inliers" in src else np.ones(n)
+               for lab in todo}
     out = {}
     for lab in todo:
         g = dst.create_group(f"align/{lab}")
@@ -184,21 +188,25 @@ def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
             "warp": np.zeros((n, 3, 3), np.float64), "gain": np.ones((n, 3), np.float32),
             "score": np.zeros(n, np.float32), "ok": np.zeros(n, bool),
             "margin": np.zeros(n, np.int32), "shift": np.zeros(n), "reasons": [""] * n,
+            "ecc_px": np.full(n, np.nan, np.float32),
         }
+        g.attrs["geometry"] = "trajectory" if centroids.get(lab) is not None else "ecc"
     lock = threading.Lock()
 
     def work(i):
         with lock:
             sharp = src["sharp"][i]
             blurs = {lab: src[f"blur/{lab}"][i] for lab in todo}
+            cents = {lab: centroids[lab][i] if centroids.get(lab) is not None and inliers[lab][i] >= MIN_TRACK_INLIERS
+                     else None for lab in todo}
         refs = {}
         res = {}
         for lab in todo:
             cname, lut = curves[lab]
             if cname not in refs:
                 refs[cname] = prepare_reference(sharp, wanted["levels"], lut)
-            res[lab] = align_pair(refs[cname], blurs[lab], wanted["motion"],
-                                  min_score=wanted["min_score"], max_shift=wanted["max_shift"])
+            res[lab] = align_pair(refs[cname], blurs[lab], wanted["motion"], min_score=wanted["min_score"],
+                                  max_shift=wanted["max_shift"], centroid=cents[lab])
         return res
 
     total, done = n * len(todo), 0
@@ -225,6 +233,7 @@ def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
                 o["hash"].update(img.tobytes())
                 o["warp"][i], o["gain"][i], o["score"][i] = r.warp, r.gain, r.score
                 o["ok"][i], o["margin"][i], o["shift"][i], o["reasons"][i] = r.ok, r.margin, r.shift, r.reason
+                o["ecc_px"][i] = r.ecc_px
                 done += 1
                 if progress:
                     progress(done, total)

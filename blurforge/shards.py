@@ -28,7 +28,9 @@ IMAGE_GROUPS = ("blur", "aligned")
 # align/<W>/<name>: dtype and per-pair shape, as `blurforge align` writes them
 ALIGN_FIELDS = {"warp": (np.float64, (3, 3)), "gain": (np.float32, (3,)), "score": (np.float32, ()),
                 "ok": (np.bool_, ()), "margin": (np.int32, ())}
-ALIGN_DATASETS = tuple(ALIGN_FIELDS)
+# written by align since the trajectory (shards aligned before it lack them; readers must not need them)
+ALIGN_OPTIONAL = {"ecc_px": (np.float32, ())}
+ALIGN_DATASETS = tuple(ALIGN_FIELDS) + tuple(ALIGN_OPTIONAL)
 
 
 class ShardError(BlurforgeError):

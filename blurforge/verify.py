@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .shards import ALIGN_FIELDS, FORMAT_NAME, FORMAT_VERSION, decode_attr, window_labels
+from .shards import ALIGN_FIELDS, ALIGN_OPTIONAL, FORMAT_NAME, FORMAT_VERSION, decode_attr, window_labels
 
 REQUIRED_ATTRS = ("format", "format_version", "tool_version", "created", "color_order", "height",
                   "width", "windows", "num_pairs", "complete")
@@ -137,6 +137,9 @@ def _verify_open(f: h5py.File, path: Path, report: dict, checksums: bool):
             continue
         for k, (dt, tail) in ALIGN_FIELDS.items():
             _check_array(f, f"align/{lab}/{k}", dt, (n,) + tail, problems)
+        for k, (dt, tail) in ALIGN_OPTIONAL.items():
+            if k in f[f"align/{lab}"]:
+                _check_array(f, f"align/{lab}/{k}", dt, (n,) + tail, problems)
     for name in images:
         ds = f[name]
         stored = ds.attrs.get("sha256")
