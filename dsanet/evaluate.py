@@ -239,7 +239,7 @@ def format_table(res: dict, with_model: bool) -> str:
 @click.option("--checkpoint", "-c", metavar="CKPT",
               help="Training checkpoint (.pt) or model.safetensors (config.json beside it). Without "
                    "it the blurred images themselves are scored.")
-@click.option("--shards", multiple=True, metavar="SHARD", help="Shards to evaluate (files, folders, globs).")
+@click.option("--shards", multiple=True, metavar="SHARD", help="Shards to evaluate (files, folders, globs, @LIST.txt).")
 @click.option("--pairs", nargs=2, type=click.Path(file_okay=False), metavar="BLUR_DIR SHARP_DIR",
               help="Folders of blurred and sharp images matched by relative path (extension ignored).")
 @click.option("--windows", default="all", show_default=True, help="Shard labels to evaluate, e.g. '73,gopro'.")

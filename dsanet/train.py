@@ -94,10 +94,11 @@ def _model_opts(ctx, param, items) -> dict:
 
 @dataclasses.dataclass
 class TrainConfig:
-    shards: list = setting(list, "Training shards (.h5 files, folders searched recursively, or quoted globs); "
-                           "repeat the flag, or pass several after one flag (--shards data/*.h5 expands).",
-                           multiple=True, metavar="SHARD")
-    val_shards: list = setting(list, "Held-out shards for validation.", multiple=True, metavar="SHARD")
+    shards: list = setting(list, "Training shards (.h5 files, folders searched recursively, quoted globs, or "
+                           "@LIST.txt from `blurforge split`); repeat the flag, or pass several after one flag "
+                           "(--shards data/*.h5 expands).", multiple=True, metavar="SHARD")
+    val_shards: list = setting(list, "Held-out shards for validation (e.g. @data/val.txt).", multiple=True,
+                               metavar="SHARD")
     out: str = setting("runs/dsanet", "Run folder (checkpoints, metrics, weights).")
     windows: str = setting("all", "Window labels to train on and their weights: '36,73', 'gopro:2,36:1,73:1', "
                            "or 'all'.")
