@@ -108,7 +108,7 @@ def pts_regularity(pts, time_base: float) -> tuple[bool | None, dict]:
     d = np.diff(t) * time_base * 1000
     spread = {"interval_ms": [round(float(d.min()), 4), round(float(np.median(d)), 4), round(float(d.max()), 4)],
               "max_offset_frames": round(off, 3)}
-    return off > max(0.5, 1.5 / slope), spread
+    return bool(off > max(0.5, 1.5 / slope)), spread
 
 
 def _stream_details(info: VideoInfo, header: str, capture_fps: float | None) -> VideoInfo:
