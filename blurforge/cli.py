@@ -641,7 +641,7 @@ def export_cmd(shards, fmt, out, windows, aligned, jobs, quiet, as_json):
     \b
     gopro: OUT/<split>/<clip>_<W>/blur/NNNNNN.png and sharp/NNNNNN.png (GoPro_Large's layout; any GoPro
       loader reads it). <split> is the split list naming the shard (train.txt/val.txt/test.txt of
-      `blurforge split`, in the shard's folder or the nearest one above it that has lists), else the
+      `blurforge split`, in the shard's folder or the nearest folder above it), else the
       shard's split attribute (GoPro imports), else train. NNNNNN is the sharp frame's number.
     pairs: OUT/blur/<clip>_<W>_NNNNNN.png and OUT/sharp/<same name> (BasicSR's paired folders);
       export each split on its own:  blurforge export @data/train.txt --format pairs --out export/train

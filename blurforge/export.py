@@ -3,7 +3,7 @@
 * ``gopro``: ``OUT/<split>/<clip>_<W>/blur/NNNNNN.png`` and ``sharp/NNNNNN.png``, GoPro_Large's
   layout, one folder per shard and window label. ``<split>`` is the split list that names the
   shard (``train.txt``, ``val.txt``, ``test.txt`` of ``blurforge split``, looked for in the shard's
-  folder, then its parents: the nearest folder that has any of them decides), else the shard's
+  folder, then its parents: the nearest list that names it decides), else the shard's
   ``split`` attribute (GoPro imports), else ``train``. ``NNNNNN`` is the sharp frame's number
   (``center``) where those are distinct, else the pair index.
 * ``pairs``: BasicSR's paired folders, ``OUT/blur/<clip>_<W>_NNNNNN.png`` and
@@ -49,7 +49,7 @@ def write_png(path: Path, rgb: np.ndarray):
 
 
 class SplitLists:
-    """Which split list (train/val/test.txt) names a shard: the nearest folder above it with lists."""
+    """Which split list (train/val/test.txt) names a shard: the nearest one, in its folder or above."""
 
     def __init__(self):
         self._folders: dict[Path, dict[Path, str] | None] = {}
@@ -75,8 +75,8 @@ class SplitLists:
         key = shard.resolve()
         for folder in key.parents:
             member = self._load(folder)
-            if member is not None:
-                return member.get(key)
+            if member and key in member:
+                return member[key]
         return None
 
 

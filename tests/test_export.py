@@ -101,14 +101,16 @@ def test_gopro_export_loader_and_import_round_trip(data, tmp_path):
 
 
 def test_split_lists_decide_the_split_folder(data, tmp_path):
-    (data / "train.txt").write_text("# made by hand\ngopro-test-GOPR0002.h5\nfolder.h5\n")
+    """The nearest list naming a shard wins over lists further up and over the split attribute."""
+    (data / "train.txt").write_text("# made by hand\nfolder.h5\n")
     (data / "val.txt").write_text("")
     (data / "test.txt").write_text("cam.h5\n")
+    (data.parent / "val.txt").write_text("data/gopro-test-GOPR0002.h5\ndata/folder.h5\n")
     out = tmp_path / "e"
-    res = export([f"@{data / 'test.txt'}", f"@{data / 'train.txt'}", "--format", "gopro", "--out", out,
-                  "--windows", "9,gopro"])
+    res = export([data, "--format", "gopro", "--out", out, "--windows", "9,gopro,reds"])
     assert res.exit_code == 0, res.output
-    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*")) == ["test/cam_9", "train/GOPR0002_gopro"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*")) == [
+        "test/cam_9", "train/folder_reds", "val/GOPR0002_gopro"]
     assert len(list((out / "test" / "cam_9" / "blur").glob("*.png"))) == 4
 
 
