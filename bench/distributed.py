@@ -5,7 +5,9 @@ CLIPS --jobs 2 [--executor dask] --overwrite`, alternately, each in a fresh inte
 whole command (dask's includes starting and closing its LocalCluster of 2 worker processes), and
 checks that both wrote the same shards (every dataset equal). Also times starting and closing a
 bare LocalCluster of 2 workers, the fixed part of the overhead. Prints one JSON object: wall
-times per repeat, their medians, and the ratio dask / local (median of the per-repeat ratios).
+times per repeat, their medians, and the ratio dask / local (median of the per-repeat ratios); the
+same for CPU seconds (the command and its worker processes), which other users' load moves less
+than wall time on a shared machine (the load average is printed too).
 
     python bench/distributed.py [--clips 8] [--size 640x360] [--frames 480] [--windows 36,73] [--repeats 3]
 """
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,14 +41,18 @@ print(time.perf_counter() - t)
 """
 
 
-def extract(clips, out: Path, extra: list[str], windows: str) -> float:
+def extract(clips, out: Path, extra: list[str], windows: str) -> tuple[float, float]:
+    """(wall s, CPU s) of one run; the CPU time is that of the command and all its worker processes."""
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "blurforge", "extract", *map(str, clips), "--windows", windows,
                           "--out", str(out), "--jobs", "2", "--overwrite", "--quiet", *extra],
                          capture_output=True, text=True)
     if res.returncode:
         sys.exit(f"extract {' '.join(extra)} failed: {res.stderr.strip()}")
-    return time.perf_counter() - t  # (ghosting warnings on stderr are not of interest here)
+    wall = time.perf_counter() - t  # (ghosting warnings on stderr are not of interest here)
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, now.ru_utime + now.ru_stime - cpu.ru_utime - cpu.ru_stime
 
 
 def datasets(path: Path) -> dict:
@@ -87,7 +94,7 @@ def main():
             list(pool.map(lambda ic: synthesize(ic[1], SynthConfig(width=w, height=h, frames=args.frames,
                                                                   seed=ic[0], photo="deadleaves")),
                           enumerate(clips)))
-        runs = {"local": [], "dask": []}
+        runs: dict = {"local": [], "dask": []}
         for r in range(args.repeats):
             order = [("local", []), ("dask", ["--executor", "dask"])]
             for name, extra in order if r % 2 == 0 else order[::-1]:  # alternate: load hits both alike
@@ -95,15 +102,24 @@ def main():
         cluster = [float(subprocess.run([sys.executable, "-c", CLUSTER], check=True, capture_output=True,
                                         text=True).stdout) for _ in range(args.repeats)]
         identical = same_shards(tmp / "local", tmp / "dask")
+    wall = {k: [r[0] for r in v] for k, v in runs.items()}
+    cpu = {k: [r[1] for r in v] for k, v in runs.items()}
+
+    def ratio(d):
+        return round(statistics.median(a / b for a, b in zip(d["dask"], d["local"])), 3)
+
     print(json.dumps({
         "clips": args.clips, "size": args.size, "frames": args.frames, "windows": args.windows, "jobs": 2,
-        "local_s": [round(x, 2) for x in runs["local"]], "dask_s": [round(x, 2) for x in runs["dask"]],
-        "local_median_s": round(statistics.median(runs["local"]), 2),
-        "dask_median_s": round(statistics.median(runs["dask"]), 2),
-        "ratio_dask_over_local": round(statistics.median(d / lo for d, lo in zip(runs["dask"], runs["local"])), 3),
+        "local_s": [round(x, 2) for x in wall["local"]], "dask_s": [round(x, 2) for x in wall["dask"]],
+        "local_median_s": round(statistics.median(wall["local"]), 2),
+        "dask_median_s": round(statistics.median(wall["dask"]), 2),
+        "ratio_dask_over_local": ratio(wall),
+        "local_cpu_s": [round(x, 2) for x in cpu["local"]], "dask_cpu_s": [round(x, 2) for x in cpu["dask"]],
+        "cpu_ratio_dask_over_local": ratio(cpu),
         "localcluster_start_close_s": round(statistics.median(cluster), 2),
         "identical_shards": identical,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }, indent=2))
 
