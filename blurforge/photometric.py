@@ -57,8 +57,10 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
 
     ``lin``: small linear-light grey frames; ``warps[t]``: 2x3, centre px -> frame t px. At each
     sample point of the centre frame whose code is neither black nor saturated, the frame's value
-    at the warped position is divided by the centre's; the ratio's median, then the mean of the
-    ratios within 3 MADs of it, is the frame's gain (moving content falls outside).
+    at the warped position is divided by the centre's. Points whose log ratio is more than 3 MADs
+    from the median are outliers (moving content); the gain is the ratio of the light sums over the
+    rest. A sum, not a mean of per-pixel ratios: codecs carry an exposure change as code offsets,
+    which change dark pixels relatively more, and what must match is the light of the picture.
     """
     ref = lin[centre]
     h, w = ref.shape
@@ -67,7 +69,8 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
     lo, hi = float(lut[DARK_CODE + 1]), float(lut[SAT_CODE - 1])
     rv = ref[ys.astype(int), xs.astype(int)]
     keep = (rv >= lo) & (rv <= hi)
-    xs, ys, log_ref = xs[keep], ys[keep], np.log(rv[keep].astype(np.float64))
+    xs, ys, ref_lin = xs[keep], ys[keep], rv[keep].astype(np.float64)
+    log_ref = np.log(ref_lin)
     pts = np.stack([xs, ys, np.ones_like(xs)])
     out = np.ones(len(lin))
     for t, img in enumerate(lin):
@@ -82,7 +85,8 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
         r = np.log(v[ok]) - log_ref[ok]
         med = float(np.median(r))
         mad = 1.4826 * float(np.median(np.abs(r - med))) + 1e-6
-        out[t] = np.exp(float(np.mean(r[np.abs(r - med) <= 3 * mad])))
+        inl = np.abs(r - med) <= 3 * mad
+        out[t] = float(v[ok][inl].sum() / ref_lin[ok][inl].sum())
     return out
 
 

@@ -158,16 +158,20 @@ def test_shard_split_and_jobs(flicker_clip, static_flicker_clip, tmp_path):
 
 
 def test_summary_names_flicker_only_where_there_is_some(flicker_clip, tmp_path):
-    """A flicker-free clip (drift and motion only) reads "no flicker"; the 4% 120 Hz clip names its
-    frequency and an amplitude near the rendered 4% (H.264 keeps a little less of it)."""
+    """A flicker-free clip (drift and motion only) reads "no flicker" (the drift may be corrected);
+    the 4% 120 Hz clip names its frequency, an amplitude near the rendered 4% (H.264 keeps a little
+    less of it) and how significant it is, corrected in every pair."""
     steady = make_clip(tmp_path / "steady.mp4", seed=3)
     res = CliRunner().invoke(main, ["extract", str(steady), str(flicker_clip), "--windows", "36,73",
                                     "--stride", "40", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     line = {Path(ln.split(" -> ")[0]).stem: ln for ln in res.stdout.splitlines() if " -> " in ln}
-    assert line["steady"].endswith(", no flicker") and "Hz" not in line["steady"], line
-    m = re.search(r", 120 Hz flicker \((\d+\.\d)%\) corrected$", line["flicker"])
-    assert m and 3.0 <= float(m.group(1)) <= 4.4, line
+    assert re.search(r", no flicker \(best fit \d+\.\d+%, F = [\d.]+: no correction\)"
+                     r"(, exposure drift corrected in \d+ pair\(s\))?$", line["steady"]), line
+    assert "Hz" not in line["steady"], line
+    m = re.search(r", 120 Hz flicker \((\d+\.\d)%, F = (\d+)\) corrected in (\d+)/(\d+) pairs$", line["flicker"])
+    assert m and 3.0 <= float(m.group(1)) <= 4.4 and float(m.group(2)) >= 12, line
+    assert m.group(3) == m.group(4), line
     data = json.loads(CliRunner().invoke(main, ["extract", str(steady), "--windows", "36", "--out",
                                                 str(tmp_path / "j"), "--json"]).stdout)
     assert data["clips"][0]["flicker_found"] is False

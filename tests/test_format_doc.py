@@ -183,6 +183,7 @@ ROOT_TYPES = {
     "bool": lambda v: isinstance(v, (bool, np.bool_)),
     "str[]": lambda v: isinstance(v, np.ndarray) and v.ndim == 1 and all(isinstance(x, (str, bytes)) for x in v),
     "int[]": lambda v: isinstance(v, np.ndarray) and v.ndim == 1 and np.issubdtype(v.dtype, np.integer),
+    "int[2]": lambda v: isinstance(v, np.ndarray) and v.shape == (2,) and np.issubdtype(v.dtype, np.integer),
 }
 
 
