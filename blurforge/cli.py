@@ -56,8 +56,14 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--object-photo", default="coffee", show_default=True,
               help="Photo the moving disc's texture is cut from; 'same' cuts it from --photo (a clip that "
                    "shows one photo only, e.g. for a held-out test scene).")
+@click.option("--object-speed", default=0.0, show_default=True,
+              help="Speed of the disc in px/frame at 640 px width; it leaves on the right and enters again "
+                   "on the left (0: one slow crossing over the whole clip).")
 @click.option("--shake", default=12.0, show_default=True,
               help="Amplitude of the camera shake in pixels at 640 px width (blur grows with it).")
+@click.option("--shake-freq", default=1.0, show_default=True,
+              help="Multiplies the shake's frequencies (1.3, 2.9, 4.7 Hz): 4 gives a shake that accelerates "
+                   "within a window, whose blur is not centred where the sharp frame is.")
 @click.option("--pan", default=0.0, show_default=True,
               help="Camera pan speed in px/s at 640 px width, on top of the shake; each seed draws a "
                    "direction and 50-100% of this speed (a long, straight blur).")
@@ -70,8 +76,8 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--cut", default=-1, show_default=True, help="Cut to another photo at this frame (-1: none).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shake, pan, flicker, mains, drift,
-          static, cut, quiet):
+def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, object_speed, shake, shake_freq, pan,
+          flicker, mains, drift, static, cut, quiet):
     """Synthesise a test clip OUT (.mp4) with known motion, flicker and exposure drift.
 
     A scikit-image sample photo is filmed in linear light by a shaking camera (translation, small
@@ -84,7 +90,7 @@ def synth(out, fps, frames, size, seed, photo, moving_object, object_photo, shak
     w, h = _size(size)
     cfg = SynthConfig(fps=fps, frames=frames, width=w, height=h, seed=seed, photo=photo,
                       moving_object=moving_object, object_photo="" if object_photo == "same" else object_photo,
-                      shake_px=shake, pan_px_s=pan,
+                      object_speed=object_speed, shake_px=shake, shake_freq=shake_freq, pan_px_s=pan,
                       flicker=flicker, mains=float(mains), drift=drift, motion=not static, cut=cut)
     with progress(frames, "synth", quiet, unit="frame") as bar:
         synthesize(out, cfg, progress=bar.update)
