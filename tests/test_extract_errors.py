@@ -148,7 +148,12 @@ def test_python_m_blurforge_runs_every_command():
     res = subprocess.run([sys.executable, "-m", "blurforge", "--help"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     listed = {ln.split()[0] for ln in res.stdout.split("Commands:")[1].splitlines() if ln.strip()}
-    assert listed == {"synth", "probe", "extract", "align", "inspect", "verify", "import"}
+    from importlib.metadata import entry_points
+
+    script = next(ep for ep in entry_points(group="console_scripts") if ep.name == "blurforge").load()
+    assert listed == set(script.commands)  # the installed `blurforge` script's commands, no more, no fewer
+    assert {"synth", "probe", "extract", "align", "inspect", "verify", "import", "split", "export",
+            "card"} <= listed  # the commands the README documents
 
 
 def test_unwritable_output_folder(tmp_path):
