@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from .align import (
     DEFAULT_LEVELS,
+    DEFAULT_MAX_DISAGREE,
     DEFAULT_MAX_SHIFT,
     DEFAULT_MIN_SCORE,
     DEFAULT_MOTION,
@@ -28,11 +29,23 @@ from .align import (
     align_pair,
     check_lut,
     gamma_lut,
+    path_extent,
     prepare_reference,
 )
 from .atomic import atomic_path
 from .curves import load_curve
-from .shards import ALIGN_DATASETS, ShardError, image_chunks, is_complete, open_shard, utc_now, window_labels
+from .shards import (
+    ALIGN_DATASETS,
+    ShardError,
+    drop_unfinished,
+    ensure_room,
+    image_chunks,
+    is_complete,
+    no_space,
+    open_shard,
+    utc_now,
+    window_labels,
+)
 
 NAMED_CURVES = ("linear", "gamma2.2", "srgb")
 
@@ -153,16 +166,34 @@ def align_shard(path, motion: str = DEFAULT_MOTION, min_score: float = DEFAULT_M
     skip = {f"aligned/{w}" for w in todo} | {f"align/{w}" for w in todo}
     with atomic_path(path) as tmp, open_shard(path) as src:
         curves = {w: window_curve(src, w) for w in todo}
-        try:
+        dst = None
+        try:  # disk full: checked before the copy and before each pair (HDF5 crashes on a full disk)
+            ensure_room(tmp.parent, _copy_bytes(path, src, skip, todo))
             dst = h5py.File(tmp, "w")
-        except OSError as e:
-            raise ShardError(f"cannot write {tmp.parent}: {e.strerror or e}") from None
-        with dst:
             _copy_attrs(src, dst)
             _copy_except(src, dst, skip)
             _align_into(src, dst, todo, curves, wanted, jobs, progress, summary)
+            dst.close()
+        except BaseException as e:
+            drop_unfinished(dst, tmp)
+            if isinstance(e, OSError) or no_space(e):  # HDF5 may say it as a RuntimeError
+                why = "No space left on device" if no_space(e) else (e.strerror or str(e))
+                raise ShardError(" ".join(f"cannot align {path}: {why} (the shard is unchanged)".split())) from None
+            raise
     summary.update(status="aligned", seconds=round(time.perf_counter() - t0, 2))
     return summary
+
+
+def _copy_bytes(path: Path, src, skip: set[str], todo) -> int:
+    """Bytes the aligned copy needs: the shard minus the alignment being redone, plus the new images."""
+    dropped = 0
+    for name in skip:
+        if name in src:
+            obj = src[name]
+            items = [obj] if isinstance(obj, h5py.Dataset) else [v for v in obj.values() if isinstance(v, h5py.Dataset)]
+            dropped += sum(d.id.get_storage_size() for d in items)
+    n, h, w = (int(v) for v in src["sharp"].shape[:3])
+    return max(0, path.stat().st_size - dropped) + n * h * w * 3 * len(todo)
 
 
 def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
@@ -199,6 +230,8 @@ def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
             blurs = {lab: src[f"blur/{lab}"][i] for lab in todo}
             cents = {lab: centroids[lab][i] if centroids.get(lab) is not None and inliers[lab][i] >= MIN_TRACK_INLIERS
                      else None for lab in todo}
+            reach = {lab: path_extent(src[f"meta/{lab}/trajectory"][i], cents[lab], h, w)
+                     if cents[lab] is not None else 0.0 for lab in todo}
         refs = {}
         res = {}
         for lab in todo:
@@ -206,7 +239,8 @@ def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
             if cname not in refs:
                 refs[cname] = prepare_reference(sharp, wanted["levels"], lut)
             res[lab] = align_pair(refs[cname], blurs[lab], wanted["motion"], min_score=wanted["min_score"],
-                                  max_shift=wanted["max_shift"], centroid=cents[lab])
+                                  max_shift=wanted["max_shift"], centroid=cents[lab],
+                                  max_disagree=max(DEFAULT_MAX_DISAGREE, reach[lab]))
         return res
 
     total, done = n * len(todo), 0
@@ -226,6 +260,7 @@ def _align_into(src, dst, todo, curves, wanted, jobs, progress, summary):
                         break
                     pending.append(pool.submit(work, j))
                 res = pending.popleft().result()
+            ensure_room(Path(dst.filename).parent, 2 * sum(r.aligned.nbytes for r in res.values()))
             for lab, r in res.items():
                 o = out[lab]
                 img = np.ascontiguousarray(r.aligned)

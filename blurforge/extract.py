@@ -15,7 +15,6 @@ import errno
 import os
 import queue
 import re
-import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,28 +240,6 @@ class _Hasher(threading.Thread):
             self.digest = file_sha256(self.path)
 
 
-RESERVE_BYTES = 8 << 20
-
-
-class _RoomyWriter(ShardWriter):
-    """A ShardWriter that stops with ENOSPC *before* a pair the disk has no room for (plus a reserve
-    for HDF5's metadata): HDF5 crashes the process (segmentation fault) when flushing its metadata
-    fails, so the shard must still be closable when the disk fills."""
-
-    def add(self, sharp, blurs, *a, **k):
-        need = np.asarray(sharp).nbytes * (1 + len(blurs)) * 2 + RESERVE_BYTES
-        if shutil.disk_usage(self.tmp.parent).free < need:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return super().add(sharp, blurs, *a, **k)
-
-    def abort(self):
-        try:  # give HDF5 room to close what it has open (the file is deleted next anyway)
-            os.truncate(self.tmp, 0)
-        except OSError:
-            pass
-        super().abort()
-
-
 def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None,
                  start=None) -> dict:
     """Extract one clip into ``opts.out/<stem>.h5``; returns a summary dict.
@@ -308,7 +285,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
              "source_type": info.kind, "container_fps": info.container_fps, "fps_source": info.fps_source,
              "rotation": info.rotation, "transfer": info.transfer, "bit_depth": info.bit_depth,
              "averaged_bits": 16 if depth16 else 8, "frame_range": np.array([lo, -1 if hi is None else hi], np.int64)}
-    writer = _RoomyWriter(out_path, reader.height, reader.width, [str(w) for w in windows], attrs=attrs,
+    writer = ShardWriter(out_path, reader.height, reader.width, [str(w) for w in windows], attrs=attrs,
                          datasets={"camera_curve": curve.lut})
     for w in windows:
         ds = writer.f[f"blur/{w}"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -62,6 +64,37 @@ def dataset_sha256(ds: h5py.Dataset, rows: int = 8) -> str:
     return h.hexdigest()
 
 
+RESERVE_BYTES = 8 << 20  # kept free for HDF5's metadata, the checksums and the closing flush
+
+
+def ensure_room(path: str | os.PathLike, need: int = 0):
+    """Raise ``OSError(ENOSPC)`` unless the file system holding ``path`` has ``need`` bytes plus
+    :data:`RESERVE_BYTES` free. HDF5 crashes the process (segmentation fault) when it cannot flush
+    its metadata, so shard writers check before each write instead of letting HDF5 find out."""
+    if shutil.disk_usage(path).free < int(need) + RESERVE_BYTES:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def drop_unfinished(f: h5py.File | None, tmp: str | os.PathLike):
+    """Close a half-written HDF5 file and delete it. The file is truncated first so that HDF5 has
+    room to flush what it holds even on a full disk (it crashes otherwise); it is deleted anyway."""
+    try:
+        os.truncate(tmp, 0)
+    except OSError:
+        pass
+    if f is not None:
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001 - closing a half-written file may fail in any way
+            pass
+    Path(tmp).unlink(missing_ok=True)
+
+
+def no_space(e: BaseException) -> bool:
+    """True for an error that says the disk is full (errno, or HDF5's message)."""
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+
+
 class ShardWriter:
     """Appends pairs to a new shard under a temporary name; ``close()`` renames it into place.
 
@@ -69,7 +102,9 @@ class ShardWriter:
     ``meta`` {"path/inside/file": scalar or array} appended row-wise as per-pair metadata.
     Image datasets get a ``sha256`` attribute (content checksum) at close. Nothing is visible under
     the final name until every pair is written and flushed; ``abort()`` (or an exception inside a
-    ``with`` block) removes the temporary file.
+    ``with`` block) removes the temporary file. Disk full: the free space is checked before the
+    file is made and before each pair (:func:`ensure_room`), so the writer stops with a one-line
+    ShardError ("No space left on device") while the file can still be closed and removed.
     """
 
     def __init__(self, path: str | os.PathLike, height: int, width: int, labels: list[str],
@@ -80,10 +115,12 @@ class ShardWriter:
         self.labels = [str(lab) for lab in labels]
         self.n = 0
         self._hashes: dict[str, hashlib._Hash] = {}
+        self.f = None
         try:
+            ensure_room(self.tmp.parent)
             self.f = h5py.File(self.tmp, "w")
         except OSError as e:
-            raise ShardError(f"cannot write {self.tmp.parent}: {e.strerror or e}") from None
+            self._fail(e)
         f = self.f
         f.attrs.update({
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": __version__,
@@ -121,8 +158,18 @@ class ShardWriter:
         ds.resize(self.n + 1, axis=0)
         ds[self.n] = value
 
+    def _fail(self, e: OSError):
+        """Drop the temporary file and raise the one-line ShardError for a write that failed."""
+        drop_unfinished(self.f, self.tmp)
+        why = "No space left on device" if no_space(e) else (e.strerror or str(e))
+        raise ShardError(" ".join(f"cannot write {self.path}: {why}".split())) from None
+
     def add(self, sharp: np.ndarray, blurs: dict, center: int = -1, meta: dict | None = None):
         images = {"sharp": sharp, **{f"blur/{lab}": blurs[lab] for lab in self.labels}}
+        try:  # twice the pixels: room for the chunks and their index, besides the reserve
+            ensure_room(self.tmp.parent, 2 * sum(np.asarray(img).nbytes for img in images.values()))
+        except OSError as e:
+            self._fail(e)
         for name, img in images.items():
             if img.shape != (self.height, self.width, 3) or img.dtype != np.uint8:
                 raise ShardError(f"{name}: expected uint8 {(self.height, self.width, 3)}, "
@@ -148,11 +195,7 @@ class ShardWriter:
 
     def abort(self):
         """Drop the unfinished file; nothing appears under the final name."""
-        try:
-            self.f.close()
-        except Exception:  # noqa: BLE001 - closing a half-written file may fail in any way
-            pass
-        self.tmp.unlink(missing_ok=True)
+        drop_unfinished(self.f, self.tmp)
 
 
 def is_complete(path: str | os.PathLike) -> bool:

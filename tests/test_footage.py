@@ -326,3 +326,87 @@ def test_disk_full_on_a_real_small_disk(clip960, tmp_path):
         assert os.listdir(disk) == []
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+# ---- disk full for every shard writer: import, align ---------------------------------------------
+
+def sha(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def shard960(clip960, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s")
+    ok("extract", clip960, "--out", out, *WINDOWS, "--quiet")
+    with shard(out / "c960.h5") as f:
+        assert f.attrs["num_pairs"] >= 3
+    return out / "c960.h5"
+
+
+def test_import_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """ShardWriter checks the room itself: import (not only extract) stops with one line, no file."""
+    import shutil
+
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        for side in ("blur", "sharp"):
+            (tmp_path / side).mkdir(exist_ok=True)
+            cv2.imwrite(str(tmp_path / side / f"{i:03d}.png"), img)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    code, out = run("import", "pairs", tmp_path / "blur", tmp_path / "sharp", "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "No space left on device" in out and len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_align_on_a_full_disk_leaves_the_shard_untouched(shard960, tmp_path, monkeypatch, fail_at):
+    """The disk fills before the copy (1st check) or after the copy and a pair were written (3rd):
+    one line, exit 1, the original shard byte for byte as it was, no temporary file."""
+    import shutil
+
+    path = Path(shutil.copy(shard960, tmp_path / "c960.h5"))
+    before = sha(path)
+    real, calls, tmp_sizes = shutil.disk_usage, [], []
+
+    def usage(p):
+        calls.append(p)
+        tmp_sizes.extend(q.stat().st_size for q in tmp_path.glob(".c960.h5.tmp-*"))
+        return real(p)._replace(free=0) if len(calls) >= fail_at else real(p)
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    code, out = run("align", path, "--quiet")
+    assert code == 1 and "No space left on device" in out and len(out.strip().splitlines()) == 1, out
+    assert len(calls) == fail_at
+    if fail_at > 1:  # the copy had been written when the disk filled
+        assert max(tmp_sizes) > path.stat().st_size // 2, tmp_sizes
+    assert sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c960.h5"]
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    ok("align", path, "--quiet")  # with room again it aligns
+    with shard(path) as f:
+        assert "aligned/9" in f and "aligned/17" in f
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="mounting a tmpfs needs root on Linux")
+def test_align_on_a_real_small_disk(shard960, tmp_path):
+    """A tmpfs that holds the shard but not its aligned copy."""
+    import shutil
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size = shard960.stat().st_size + (4 << 20)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        path = Path(shutil.copy(shard960, disk / "c960.h5"))
+        before = sha(path)
+        res = subprocess.run([sys.executable, "-m", "blurforge", "align", str(path), "--quiet"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+        assert res.stderr.count("\n") == 1 and "No space left on device" in res.stderr, res.stderr
+        assert os.listdir(disk) == ["c960.h5"] and sha(path) == before
+    finally:
+        subprocess.run(["umount", str(disk)])
