@@ -42,8 +42,8 @@ DEFAULT_MAX_SHIFT = 16.0     # px; blur-to-centre misalignment in 960 fps window
 DEFAULT_LEVELS = (4, 2)
 # Where the shard carries the exposure's centroid (extract's trajectory), it is the warp; ECC's
 # correlation peak then only cross-checks it. Under accelerating shake the two differ by design
-# (0.6 px median for 73-frame windows, more for stronger blur): only a larger disagreement means
-# the trajectory failed.
+# (0.6 px median for 73-frame windows, up to the blur's length for strong blur): only a
+# disagreement larger than this and than the path's own extent (``path_extent``) flags the pair.
 DEFAULT_MAX_DISAGREE = 4.0   # px, median over the picture
 MIN_TRACK_INLIERS = 0.5      # a trajectory whose worst frame kept fewer template pixels is not used
 MIN_LEVEL_SIDE = 48          # a pyramid level whose short side is below this is skipped
@@ -421,6 +421,14 @@ def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.nd
         aligned = render_aligned(blur, warp, gain, ref.lut)
     return PairAlignment(warp, gain, float(score), shift, int(margin), reason == "", reason, aligned,
                          float(ecc_px))
+
+
+def path_extent(trajectory: np.ndarray, centroid: np.ndarray, h: int, w: int) -> float:
+    """How far (px, median over the picture) the exposure's frames stray from its centroid: the
+    farthest frame of ``trajectory`` ([F, 2, 3] warps). ECC's correlation peak lies on the blur,
+    so a disagreement within this distance does not question the trajectory."""
+    full = [np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]]) for m in trajectory]
+    return max(warp_error(m, centroid, h, w, step=32) for m in full)
 
 
 def warp_error(est: np.ndarray, truth: np.ndarray, h: int, w: int, step: int = 16,

@@ -169,13 +169,22 @@ class FlowMeter:
 
     DIS flow (OpenCV, ultrafast preset) between consecutive small grey frames, forward and
     backward. A pixel moves on its own where the flow departs from the camera's warp by more than
-    OWN_PX (full-resolution px) after a 5x5 median and forward and backward flow agree within
-    FB_PX (small px); there its speed is the flow's, elsewhere the camera warp's, which is exact
+    OWN_PX (full-resolution px) after a 5x5 median, forward and backward flow agree within
+    FB_PX (small px) and the picture has texture there (flow in a flat region is noise, and nothing
+    moving over it can show ghosts); there its speed is the flow's, elsewhere the camera warp's, which is exact
     where flow is noisy (its tail over-reads a 1 px/frame shake by up to 2x).
     """
 
     OWN_PX = 1.0
     FB_PX = 0.5
+    TEXTURE = 1.0          # codes per px, mean over 5x5: flow in flat regions (black, sky) is noise
+
+    @classmethod
+    def _textured(cls, img: np.ndarray) -> np.ndarray:
+        f = np.asarray(img, np.float32)
+        g = cv2.magnitude(cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8),
+                          cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8))
+        return cv2.blur(g, (5, 5)) > cls.TEXTURE
 
     def __init__(self):
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
@@ -205,7 +214,7 @@ class FlowMeter:
         cam_y = m[1, 0] * xs + m[1, 1] * ys + m[1, 2] - ys
         s = np.float32(scale)
         own = cv2.medianBlur(cv2.magnitude(fwd[..., 0] - cam_x, fwd[..., 1] - cam_y), 5) * s > self.OWN_PX
-        own &= agree
+        own &= agree & self._textured(prev)
         speed = np.where(own, cv2.medianBlur(cv2.magnitude(fwd[..., 0], fwd[..., 1]), 5),
                          cv2.magnitude(cam_x, cam_y)) * s
         flat = speed.ravel()

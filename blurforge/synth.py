@@ -147,11 +147,35 @@ def camera_matrix(row: dict, canvas_wh: tuple[int, int], frame_wh: tuple[int, in
     return m
 
 
-def _canvas(photo: np.ndarray | str, cfg: SynthConfig) -> np.ndarray:
-    """The scene the camera films: the photo scaled to cover the frame with room for the shake."""
+def canvas_size(cfg: SynthConfig) -> tuple[int, int]:
+    """(width, height) of the scene canvas that ``render_frames`` films (the camera matrices refer to it)."""
+    if cfg.photo == "deadleaves":
+        need_w, need_h = _canvas_need(cfg)
+        return int(np.ceil(need_w)), int(np.ceil(need_h))
+    c = _canvas(load_photo(cfg.photo), cfg)
+    return c.shape[1], c.shape[0]
+
+
+def camera_warps(cfg: SynthConfig, rows: list[dict], centre: int, frames) -> np.ndarray:
+    """True camera warps [F, 3, 3] mapping centre-frame pixel coordinates to those of each of
+    ``frames`` (where the camera shows, in frame t, the scene point seen at x in the centre)."""
+    cwh = canvas_size(cfg)
+    m = {i: np.vstack([camera_matrix(rows[i], cwh, (cfg.width, cfg.height)), [0.0, 0.0, 1.0]])
+         for i in {centre, *frames}}
+    inv = np.linalg.inv(m[centre])
+    return np.stack([m[t] @ inv for t in frames])
+
+
+def _canvas_need(cfg: SynthConfig) -> tuple[float, float]:
+    """The least canvas that covers the frame with room for the shake, zoom and pan."""
     margin = 1.25 + cfg.zoom * 3
     room = 4 * cfg.shake_px + cfg.pan_px_s * cfg.width / 640.0 * cfg.frames / cfg.fps
-    need_w, need_h = cfg.width * margin + room, cfg.height * margin + room
+    return cfg.width * margin + room, cfg.height * margin + room
+
+
+def _canvas(photo: np.ndarray | str, cfg: SynthConfig) -> np.ndarray:
+    """The scene the camera films: the photo scaled to cover the frame with room for the shake."""
+    need_w, need_h = _canvas_need(cfg)
     if isinstance(photo, str):             # "deadleaves": drawn at the canvas size, one scene per seed
         return dead_leaves(int(np.ceil(need_w)), int(np.ceil(need_h)), cfg.seed)
     s = max(need_w / photo.shape[1], need_h / photo.shape[0])
