@@ -123,15 +123,15 @@ def test_failures_are_retried_then_reported_and_the_rest_finish(tmp_path, execut
     tries = {n: len((tmp_path / n).read_text()) for n in names}
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // 2)  # 2 workers x threads <= cores
-    # dask runs a finished item again when the worker holding its result dies before it is fetched
-    # (here: the crashing item, next on the same worker); the local pool sends results at once
+    # dask may run an item again when a worker dies (here: the crashing item's) holding its result
+    # before it was fetched, or while running it; the local pool charges a death to its own item only
     again = (lambda n: n >= 0) if executor == "dask" else (lambda n: n == 0)
     for n in ("ok1", "ok2"):
         (name, t, th), err = got[n]
         assert (name, th, err) == (n, threads, None) and again(t - 1)
     (name, t, th), err = got["flaky"]
     assert (name, th, err) == ("flaky", threads, None) and again(t - 3)  # two failures, then the third try
-    assert got["fail"] == (None, "ValueError: fail is broken") and tries["fail"] == 3
+    assert got["fail"] == (None, "ValueError: fail is broken") and again(tries["fail"] - 3)
     assert got["crash"][0] is None and "worker process died" in got["crash"][1]
     assert tries["crash"] >= 3  # dask: its scheduler's allowed-failures (3) + 1
 
