@@ -234,6 +234,10 @@ def _flicker_note(r: dict) -> str:
               help="Windows end before T (seconds of capture time or 1200f); decoding stops there.")
 @click.option("--flicker", type=click.Choice(["auto", "100", "120", "off"]), default="auto",
               show_default=True, help="Flicker frequency to correct (Hz, twice the mains frequency).")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="Stored depth of blur and sharp: 16 keeps 10/12/16-bit sources as uint16 (0..65535; "
+                   "8-bit sources stay 8). 16-bit shards are read by verify and inspect, not yet by align, "
+                   "export, card, split or dsanet.")
 @click.option("--align", "do_align", is_flag=True, help="Run `blurforge align` on each new shard.")
 @click.option("--force", is_flag=True, help="Extract even below 240 fps or with a variable frame rate.")
 @click.option("--overwrite", is_flag=True, help="Redo clips whose shards are already complete.")
@@ -247,7 +251,7 @@ def _flicker_note(r: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @friendly
-def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, do_align, force, overwrite, jobs,
+def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, bits, do_align, force, overwrite, jobs,
             executor, scheduler, shard_index, num_shards, max_pairs, quiet, as_json):
     """Average windows of a high-speed CLIP (in linear light, flicker removed) around sharp frames
     into blur/sharp pairs, written as HDF5 shards (format: data/README.md).
@@ -268,6 +272,8 @@ def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, 
         raise BlurforgeError("--shard-index must be in [0, --num-shards)")
     if scheduler and executor != "dask":
         raise BlurforgeError("--scheduler needs --executor dask")
+    if bits == "16" and do_align:
+        raise BlurforgeError("align does not read 16-bit shards yet: drop --align or --bits 16")
     stems: dict[str, str] = {}
     for c in clips:
         other = stems.setdefault(Path(c).stem, c)
@@ -276,7 +282,7 @@ def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, 
     mine = sorted(clips)[shard_index::num_shards]
     opts = ExtractOptions(windows=parse_windows(windows), out=Path(out), stride=stride, crf=crf,
                           flicker=flicker, force=force, overwrite=overwrite, max_pairs=max_pairs,
-                          capture_fps=capture_fps, start=start, end=end)
+                          capture_fps=capture_fps, start=start, end=end, bits=int(bits))
     results, failures = [], []
     if executor == "dask" or (jobs > 1 and len(mine) > 1):
         from .engine import run_tasks

@@ -156,6 +156,7 @@ _ANALYTIC: dict[str, tuple[Callable, Callable]] = {
 class CameraCurve:
     name: str
     lut: np.ndarray  # float64[256], linear value of each code, increasing
+    bits: int = 8  # depth of the codes ``encode`` gives: 8 (uint8) or 16 (uint16, extract --bits 16)
 
     def linearize(self, codes: np.ndarray) -> np.ndarray:
         return self.lut[codes]
@@ -174,12 +175,14 @@ class CameraCurve:
         return table
 
     def encode(self, linear: np.ndarray, inplace: bool = False) -> np.ndarray:
-        """Linear light (float) -> rounded uint8 codes through the forward camera curve.
+        """Linear light (float) -> rounded uint8 codes through the forward camera curve (uint16
+        codes, 0..65535, when ``bits`` is 16).
 
         gamma2.2 and linear use OpenCV's vectorised pow and saturating round (the slow part of a
         1080p window otherwise); other curves a 2^18-entry table of the forward curve over
-        [lut[0], 1]. ``inplace``: a float32 ``linear`` may be overwritten (saves two frame-sized
-        temporaries).
+        [lut[0], 1], or at 16 bits the forward formula itself (a curve file: interpolated between
+        its 256 codes, as ``lut16`` is). ``inplace``: a float32 ``linear`` may be overwritten
+        (saves two frame-sized temporaries).
         """
         lo = min(0.0, float(self.lut[0]))
         x = np.asarray(linear, dtype=np.float32)
@@ -187,6 +190,8 @@ class CameraCurve:
             np.clip(x, lo, 1.0, out=x)
         else:
             x = np.clip(x, lo, 1.0)
+        if self.bits == 16:
+            return self._encode16(x)
         if self.name == "gamma2.2":
             return cv2.convertScaleAbs(cv2.pow(x, 1 / 2.2, dst=x), alpha=255.0)
         if self.name == "linear":
@@ -196,6 +201,17 @@ class CameraCurve:
         scale = np.float32((_FINE - 1) / (1.0 - lo))
         idx = ((x - np.float32(lo)) * scale + np.float32(0.5)).astype(np.int32)
         return np.take(self._forward_table(lo), idx)
+
+    def _encode16(self, x: np.ndarray) -> np.ndarray:
+        """Clipped linear float32 -> uint16 codes ``round(65535 E')``."""
+        if self.name == "gamma2.2":
+            v = cv2.pow(x, 1 / 2.2, dst=x)
+        elif self.name == "linear":
+            v = x
+        else:
+            fn = _ANALYTIC.get(self.name)
+            v = fn[1](x) if fn else np.interp(x, self.lut, np.arange(256.0)) / 255.0
+        return np.rint(np.clip(np.asarray(v, np.float64) * 65535.0, 0, 65535)).astype(np.uint16)
 
     def _forward_table(self, lo: float = 0.0) -> np.ndarray:
         table = _TABLES.get(self.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import dataclasses
 import errno
 import os
 import queue
@@ -50,6 +51,7 @@ class ExtractOptions:
     capture_fps: float | None = None  # overrides the tag / container rate (required for frame folders)
     start: str | None = None  # windows lie in [start, end): seconds of capture time, or "1200f"
     end: str | None = None
+    bits: int = 8  # 16: blur and sharp stored as uint16 for 10/12/16-bit sources (8-bit sources stay 8)
 
     @property
     def max_half(self) -> int:
@@ -264,6 +266,10 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     curve, said = curve_for(opts.crf, info.transfer)
     if said:
         warn(f"{clip.name}: {said}")
+    bits16 = opts.bits == 16 and info.bit_depth > 8
+    if opts.bits == 16 and not bits16:
+        warn(f"{clip.name}: {info.bit_depth}-bit source: stored as 8 bits (--bits 16 keeps 10/12/16-bit sources deep)")
+    store = dataclasses.replace(curve, bits=16) if bits16 else curve  # the curve that encodes the blur
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -286,7 +292,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
              "rotation": info.rotation, "transfer": info.transfer, "bit_depth": info.bit_depth,
              "averaged_bits": 16 if depth16 else 8, "frame_range": np.array([lo, -1 if hi is None else hi], np.int64)}
     writer = ShardWriter(out_path, reader.height, reader.width, [str(w) for w in windows], attrs=attrs,
-                         datasets={"camera_curve": curve.lut})
+                         datasets={"camera_curve": curve.lut}, bits=16 if bits16 else 8)
     for w in windows:
         ds = writer.f[f"blur/{w}"]
         wts = window_weights(w)
@@ -324,7 +330,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                 steps[t] = flow.step(greys[i - 1], greys[i], track.step(i), scale)
         frames = _RgbWindow([e[0] for e in entries], H, depth16)
         entries.clear()
-        blurs = average_windows(frames, fit.gains, windows, curve, buffers)
+        blurs = average_windows(frames, fit.gains, windows, store, buffers)
         meta = {"meta/sharpness": np.float32(score), "meta/flicker_hz": np.float32(fit.flicker_hz),
                 "meta/flicker_amplitude": np.float32(fit.amplitude),
                 "meta/flicker_significance": np.float32(fit.significance)}
@@ -341,7 +347,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                          f"meta/{w}/trajectory": warps[sl, :2].astype(np.float32),
                          f"meta/{w}/centroid": centroid(warps[sl], window_weights(w)),
                          f"meta/{w}/track_inliers": np.float32(track.inliers[sl].min())})
-        writer.add(frames[H], {str(w): blurs[w] for w in windows}, center=c, meta=meta)
+        writer.add(frames.frame16(H) if bits16 else frames[H], {str(w): blurs[w] for w in windows}, center=c,
+                   meta=meta)
 
     def emit(c: int):
         nonlocal emitted

@@ -25,25 +25,37 @@ def sample_indices(n: int, k: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist()))
 
 
+def _codes(img: np.ndarray) -> np.ndarray:
+    """An image on the 8-bit code scale: uint8 as it is, uint16 (``extract --bits 16``) as float
+    ``v / 257``, so PSNR and heat maps read the same for 8- and 16-bit shards."""
+    return img.astype(np.float32) / np.float32(257) if img.dtype == np.uint16 else img
+
+
+def _show(img: np.ndarray) -> np.ndarray:
+    """uint8 for display."""
+    return img if img.dtype == np.uint8 else np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
 def summarize(path, sample: int = 16) -> dict:
     """Statistics of one shard as a JSON-ready dict (see ``blurforge inspect --json``)."""
     path = Path(path)
-    with open_shard(path) as f:
+    with open_shard(path, uint16=True) as f:
         labels = window_labels(f)
         n = int(f["sharp"].shape[0])
         h, w = int(f["sharp"].shape[1]), int(f["sharp"].shape[2])
         out = {"shard": str(path), "kind": attr_str(f, "kind"), "pairs": n,
-               "size": [w, h], "windows": labels, "bytes": os.path.getsize(path),
+               "size": [w, h], "bits": 8 * f["sharp"].dtype.itemsize, "windows": labels,
+               "bytes": os.path.getsize(path),
                "complete": bool(f.attrs.get("complete", False)),
                "source": attr_str(f, "source_name"), "per_window": {}}
         for k in ("fps", "split", "sequence", "camera_curve"):
             if k in f.attrs:
                 out[k] = decode_attr(f.attrs[k])
         idx = sample_indices(n, sample)
-        sharps = {i: f["sharp"][i] for i in idx}
+        sharps = {i: _codes(f["sharp"][i]) for i in idx}
         for lab in labels:
             d: dict = {}
-            d["psnr_blur_db"] = _mean_db([psnr(f[f"blur/{lab}"][i], sharps[i]) for i in idx])
+            d["psnr_blur_db"] = _mean_db([psnr(_codes(f[f"blur/{lab}"][i]), sharps[i]) for i in idx])
             d["psnr_pairs"] = len(idx)
             mp = f.get(f"meta/{lab}/motion_px")
             if mp is not None and mp.shape[0]:
@@ -60,7 +72,7 @@ def summarize(path, sample: int = 16) -> dict:
                 for i in idx:
                     mask = valid_mask((h, w), int(margin[i]))
                     if mask.any():
-                        vals.append(psnr(f[a.source.dataset][i], sharps[i], mask=mask))
+                        vals.append(psnr(_codes(f[a.source.dataset][i]), sharps[i], mask=mask))
                 d["align"] = {
                     "motion": a.motion, "ok": int(ok.sum()),
                     "rejected": int((~ok).sum()),
@@ -105,6 +117,7 @@ def format_table(s: dict) -> str:
     """Human-readable table of one summary."""
     w, h = s["size"]
     head = (f"{s['shard']}: {s['kind'] or '?'}, {s['pairs']} pairs, {w}x{h}, "
+            + ("16-bit, " if s.get("bits") == 16 else "") +
             f"{len(s['windows'])} window{'s' if len(s['windows']) != 1 else ''}, "
             f"{s['bytes'] / 2 ** 20:.1f} MiB" + ("" if s["complete"] else ", INCOMPLETE"))
     cols = ["window", "PSNR(blur,sharp)", "motion px/frame", "ghosting", "align", "score med/min",
@@ -182,7 +195,7 @@ def contact_sheet(paths, rows_per_shard: int = 3, tile: int = 256, max_rows: int
     """
     rows = []
     for p in paths:
-        with open_shard(p) as f:
+        with open_shard(p, uint16=True) as f:
             labels = window_labels(f)
             n = int(f["sharp"].shape[0])
             for i in sample_indices(n, rows_per_shard):
@@ -211,24 +224,24 @@ def _title(width: int, shards: int, vmax: float) -> np.ndarray:
 
 
 def _sheet_row(f, name: str, i: int, labels: list[str], tile: int, vmax: float) -> np.ndarray:
-    sharp = f["sharp"][i]
+    sharp = _codes(f["sharp"][i])
     h, w = sharp.shape[:2]
-    tiles = [_caption(_thumb(sharp, tile), f"{name} #{i} sharp")]
+    tiles = [_caption(_thumb(_show(sharp), tile), f"{name} #{i} sharp")]
     heats = []
     for lab in labels:
-        blur = f[f"blur/{lab}"][i]
-        tiles.append(_caption(_thumb(blur, tile), f"blur {lab}: {psnr(blur, sharp):.1f} dB"))
+        blur = _codes(f[f"blur/{lab}"][i])
+        tiles.append(_caption(_thumb(_show(blur), tile), f"blur {lab}: {psnr(blur, sharp):.1f} dB"))
         a = alignment(f, lab)
         if a is not None:
-            aligned = f[a.source.dataset][i]
+            aligned = _codes(f[a.source.dataset][i])
             ok, score, margin = bool(a.ok[i]), float(a.score[i]), int(a.margin[i])
             valid = valid_mask((h, w), margin)
-            heat = heat_map(aligned.astype(np.int16) - sharp, valid, vmax)
+            heat = heat_map(np.subtract(aligned, sharp, dtype=np.float32), valid, vmax)
             db = psnr(aligned, sharp, mask=valid) if valid.any() else float("nan")
             text = f"aligned {lab}: {db:.1f} dB, score {score:.3f}" + ("" if ok else " REJECTED")
             heats.append(_caption(_thumb(heat, tile), text, (255, 255, 255) if ok else (255, 70, 70)))
         else:
-            heat = heat_map(blur.astype(np.int16) - sharp, None, vmax)
+            heat = heat_map(np.subtract(blur, sharp, dtype=np.float32), None, vmax)
             heats.append(_caption(_thumb(heat, tile), f"blur {lab} - sharp (not aligned)", (200, 200, 200)))
     return _hstack(tiles + heats)
 

@@ -100,6 +100,7 @@ class ShardWriter:
 
     ``add(sharp, blurs, center, meta)``: ``sharp`` uint8 HxWx3 RGB, ``blurs`` {label: uint8 HxWx3},
     ``meta`` {"path/inside/file": scalar or array} appended row-wise as per-pair metadata.
+    ``bits=16``: the images are uint16 (0..65535) instead (``extract --bits 16``).
     Image datasets get a ``sha256`` attribute (content checksum) at close. Nothing is visible under
     the final name until every pair is written and flushed; ``abort()`` (or an exception inside a
     ``with`` block) removes the temporary file. Disk full: the free space is checked before the
@@ -108,7 +109,10 @@ class ShardWriter:
     """
 
     def __init__(self, path: str | os.PathLike, height: int, width: int, labels: list[str],
-                 attrs: dict | None = None, datasets: dict | None = None):
+                 attrs: dict | None = None, datasets: dict | None = None, bits: int = 8):
+        if bits not in (8, 16):
+            raise ShardError(f"images are stored with 8 or 16 bits, not {bits}")
+        self.dtype = np.dtype(np.uint16 if bits == 16 else np.uint8)
         self.path = Path(path)
         self.tmp = tmp_path_for(self.path)
         self.height, self.width = int(height), int(width)
@@ -135,7 +139,7 @@ class ShardWriter:
         shape = (0, self.height, self.width, 3)
         maxshape = (None, self.height, self.width, 3)
         for name in ["sharp"] + [f"blur/{lab}" for lab in self.labels]:
-            f.create_dataset(name, shape=shape, maxshape=maxshape, dtype=np.uint8, chunks=chunks)
+            f.create_dataset(name, shape=shape, maxshape=maxshape, dtype=self.dtype, chunks=chunks)
             self._hashes[name] = hashlib.sha256()
         f.create_dataset("center", shape=(0,), maxshape=(None,), dtype=np.int64)
 
@@ -171,8 +175,8 @@ class ShardWriter:
         except OSError as e:
             self._fail(e)
         for name, img in images.items():
-            if img.shape != (self.height, self.width, 3) or img.dtype != np.uint8:
-                raise ShardError(f"{name}: expected uint8 {(self.height, self.width, 3)}, "
+            if img.shape != (self.height, self.width, 3) or img.dtype != self.dtype:
+                raise ShardError(f"{name}: expected {self.dtype} {(self.height, self.width, 3)}, "
                                  f"got {img.dtype} {img.shape}")
             img = np.ascontiguousarray(img)
             self._append(name, img)
@@ -207,8 +211,12 @@ def is_complete(path: str | os.PathLike) -> bool:
         return False
 
 
-def open_shard(path: str | os.PathLike) -> h5py.File:
-    """Open a shard read-only, with a one-line ShardError for anything that is not one."""
+def open_shard(path: str | os.PathLike, uint16: bool = False) -> h5py.File:
+    """Open a shard read-only, with a one-line ShardError for anything that is not one.
+
+    Shards of 16-bit images (``extract --bits 16``) are refused unless the caller says it reads
+    them (``uint16=True``, scaling with :func:`image_max`): a reader written for uint8 would
+    otherwise misread them silently."""
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
@@ -222,7 +230,25 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
     if version > FORMAT_VERSION:
         f.close()
         raise ShardError(f"{path}: format version {version} is newer than this tool ({FORMAT_VERSION})")
+    if not uint16 and "sharp" in f and f["sharp"].dtype == np.uint16:
+        f.close()
+        raise ShardError(f"{path}: 16-bit images (extract --bits 16), which this command does not read; "
+                         "extract 8-bit shards for it")
     return f
+
+
+def image_max(dtype) -> int:
+    """The code of full white for an image dtype: 255 (uint8) or 65535 (uint16); ``img / image_max``
+    is the same [0, 1] scale for both."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ShardError(f"images are uint8 or uint16, not {dtype}")
+    return int(np.iinfo(dtype).max)
+
+
+def to_unit(img: np.ndarray) -> np.ndarray:
+    """An 8- or 16-bit image as float32 in [0, 1]."""
+    return np.asarray(img, np.float32) / np.float32(image_max(np.asarray(img).dtype))
 
 
 # ---- reading ----------------------------------------------------------------------------------

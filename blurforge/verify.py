@@ -108,10 +108,12 @@ def _verify_open(f: h5py.File, path: Path, report: dict, checksums: bool):
     report["pairs"] = n
     img = (n, h, w, 3)
     images = []
-    if _check_array(f, "sharp", np.uint8, img, problems):
+    # uint8, or uint16 in every image dataset of a shard written by extract --bits 16
+    depth = np.uint16 if isinstance(f.get("sharp"), h5py.Dataset) and f["sharp"].dtype == np.uint16 else np.uint8
+    if _check_array(f, "sharp", depth, img, problems):
         images.append("sharp")
     for lab in labels:
-        if _check_array(f, f"blur/{lab}", np.uint8, img, problems):
+        if _check_array(f, f"blur/{lab}", depth, img, problems):
             images.append(f"blur/{lab}")
     extra = [k for k in f.get("blur", {}) if k not in labels]
     if extra:
@@ -130,7 +132,7 @@ def _verify_open(f: h5py.File, path: Path, report: dict, checksums: bool):
     for lab in f.get("aligned", {}):
         if lab not in labels:
             problems.append(f"aligned/{lab}: no blur/{lab} beside it")
-        if _check_array(f, f"aligned/{lab}", np.uint8, img, problems):
+        if _check_array(f, f"aligned/{lab}", depth, img, problems):
             images.append(f"aligned/{lab}")
         if f"align/{lab}" not in f:
             problems.append(f"aligned/{lab}: align/{lab} (warp, gain, score, ok, margin) missing")

@@ -410,3 +410,71 @@ def test_align_on_a_real_small_disk(shard960, tmp_path):
         assert os.listdir(disk) == ["c960.h5"] and sha(path) == before
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+# ---- --bits 16 -----------------------------------------------------------------------------------
+
+def test_sixteen_bit_curves_encode_their_own_codes():
+    """At 16 bits every named curve gives back the 16-bit code whose linear value it is given."""
+    import dataclasses
+
+    from blurforge import curves as C
+
+    codes = np.unique(np.linspace(0, 65535, 4001).round().astype(np.uint16))
+    for name in C.NAMED:
+        c = dataclasses.replace(C.load_curve(name), bits=16)
+        got = c.encode(c.lut16[codes])
+        assert got.dtype == np.uint16
+        err = np.abs(got.astype(int) - codes)
+        assert err.max() <= 1 and np.mean(err == 0) > 0.99, (name, err.max(), np.mean(err == 0))
+
+
+def test_bits_16_stores_deep_sources_as_uint16(deep_frames, clip960, tmp_path):
+    """16-bit PNG frames, --bits 16: sharp is the PNG frame itself, blur the float linear-light mean
+    rounded once to 16 bits; verify and inspect read the shard; tools that read only 8-bit shards say so."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    folder = tmp_path / "shot"
+    folder.mkdir()
+    for i, fr in enumerate(deep_frames):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
+    args = ["--capture-fps", "960", "--crf", "gamma2.2", *WINDOWS]
+    ok("extract", folder, "--out", tmp_path / "o16", "--bits", "16", *args)
+    ok("extract", folder, "--out", tmp_path / "o8", *args)
+    err16, err8 = [], []
+    with shard(tmp_path / "o16" / "shot.h5") as f, shard(tmp_path / "o8" / "shot.h5") as g:
+        assert np.array_equal(f["center"][:], g["center"][:]) and len(f["center"]) >= 3
+        for name in ("sharp", "blur/9", "blur/17"):
+            assert f[name].dtype == np.uint16 and g[name].dtype == np.uint8
+        for i, c in enumerate(f["center"][:]):
+            assert np.array_equal(f["sharp"][i], deep_frames[c])
+            for w in (9, 17):
+                ideal = window_mean(deep_frames, c, w, *g22(65535.0)) * 257.0  # on the 0..65535 scale
+                assert np.abs(f[f"blur/{w}"][i] - ideal).max() <= 0.5 + 0.05 * 257 / 255
+                err16.append(np.sqrt(np.mean((f[f"blur/{w}"][i] - ideal) ** 2)))
+                err8.append(np.sqrt(np.mean((g[f"blur/{w}"][i] * 257.0 - ideal) ** 2)))
+        truth = np.mean([peak_signal_noise_ratio(f["sharp"][i] / 257.0, f["blur/9"][i] / 257.0, data_range=255)
+                         for i in range(len(f["center"]))])
+    print(f"blur RMS error vs the float ideal, 16-bit codes: --bits 16 {np.mean(err16):.1f}, "
+          f"8 bits {np.mean(err8):.1f}")
+    assert np.mean(err16) < 0.05 * np.mean(err8)  # 8-bit storage rounds to 257 16-bit codes
+    ok("verify", tmp_path / "o16" / "shot.h5")
+    report = ok_json("inspect", tmp_path / "o16" / "shot.h5", "--json")
+    report = report["shards"][0]
+    assert report["bits"] == 16 and report["per_window"]["9"]["psnr_blur_db"] == pytest.approx(truth, abs=0.01)
+    ok("inspect", tmp_path / "o16", "--sheet", tmp_path / "sheet.png")
+    assert cv2.imread(str(tmp_path / "sheet.png")) is not None
+    for cmd in (["align", tmp_path / "o16"],
+                ["export", tmp_path / "o16", "--format", "pairs", "--out", tmp_path / "x"]):
+        code, out = run(*cmd)
+        assert code == 1 and "16-bit" in out and "Traceback" not in out, out
+    res = subprocess.run([sys.executable, "-m", "dsanet.train", "--shards", str(tmp_path / "o16"), "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "16-bit" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    # an 8-bit source stays 8 bits, and says so; --align cannot read what --bits 16 writes
+    out = ok("extract", clip960, "--out", tmp_path / "o8v", "--bits", "16", *WINDOWS)
+    assert "stored as 8 bits" in out
+    with shard(tmp_path / "o8v" / "c960.h5") as f:
+        assert f["sharp"].dtype == np.uint8
+    code, out = run("extract", folder, "--out", tmp_path / "oa", "--bits", "16", "--align", *args)
+    assert code == 1 and "--bits 16" in out
