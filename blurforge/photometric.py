@@ -58,7 +58,8 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
     ``lin``: small linear-light grey frames; ``warps[t]``: 2x3, centre px -> frame t px. At each
     sample point of the centre frame whose code is neither black nor saturated, the frame's value
     at the warped position is divided by the centre's. Points whose log ratio is more than 3 MADs
-    from the median are outliers (moving content); the gain is the ratio of the light sums over the
+    from the median are outliers (moving content), trimmed again around the median of the rest a
+    few times so that even a large moving object does not pull the estimate; the gain is the ratio of the light sums over the
     rest. A sum, not a mean of per-pixel ratios: codecs carry an exposure change as code offsets,
     which change dark pixels relatively more, and what must match is the light of the picture.
     """
@@ -83,9 +84,11 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
         if np.count_nonzero(ok) < 16:
             continue
         r = np.log(v[ok]) - log_ref[ok]
-        med = float(np.median(r))
-        mad = 1.4826 * float(np.median(np.abs(r - med))) + 1e-6
-        inl = np.abs(r - med) <= 3 * mad
+        inl = np.ones(len(r), bool)
+        for k in (3.0, 3.0, 3.0, 3.0):  # trimming again around the inliers' median walks to the main mode
+            med = float(np.median(r[inl]))
+            mad = 1.4826 * float(np.median(np.abs(r[inl] - med))) + 1e-6
+            inl = np.abs(r - med) <= k * mad
         out[t] = float(v[ok][inl].sum() / ref_lin[ok][inl].sum())
     return out
 
