@@ -260,8 +260,9 @@ def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, 
     local sharpness maxima at least --stride frames apart whose windows lie inside the clip and
     cross no scene cut. Re-running skips clips whose shards are complete.
 
-    A CLIP is a video file, a folder of numbered PNG/TIFF frames (8 or 16 bit; give --capture-fps),
-    or a folder searched recursively for both. The capture rate comes from --capture-fps, else
+    A CLIP is a video file, a folder of numbered PNG/TIFF frames (8 or 16 bit) or DNG raw frames
+    (linear; pip install 'blurforge[raw]') with --capture-fps, or a folder searched recursively for
+    both. The capture rate comes from --capture-fps, else
     the com.android.capture.fps tag, else the container; display rotation is applied; 10/12-bit
     video and 16-bit frames are averaged from 16-bit RGB.
     """

@@ -250,14 +250,14 @@ def curve_for(spec: str, transfer: str = "") -> tuple[CameraCurve, str | None]:
 
     ``auto`` follows the tag: HLG (``arib-std-b67``) and PQ (``smpte2084``) get their BT.2100
     curves, ``linear`` and sRGB (``iec61966-2-1``) theirs, anything else (BT.709, BT.601,
-    untagged) gamma 2.2, as before. A named curve is used as asked, but an HDR clip averaged
-    through a curve that is not its own is said (never silently gamma 2.2 for HDR).
+    untagged) gamma 2.2, as before. A named curve is used as asked, but an HDR or linear (raw)
+    source averaged through a curve that is not its own is said (never silently gamma 2.2 for HDR).
     """
     spec, transfer = str(spec), str(transfer or "")
     if spec == "auto":
         return load_curve(_BY_TAG.get(transfer, "gamma2.2")), None
     curve = load_curve(spec)
-    own = HDR.get(transfer)
+    own = {**HDR, "linear": "linear"}.get(transfer)  # linear: DNG raw frames (blurforge.sequence)
     if own and curve.name != own:
         return curve, (f"the stream is tagged {transfer} ({own.upper()}) but --crf {spec} was asked for: "
                        f"averaging through {spec} (--crf auto or {own} follows the tag)")

@@ -1,9 +1,14 @@
-"""Image sequences: a folder of numbered frames (PNG or TIFF, 8 or 16 bit) read as one clip.
+"""Image sequences: a folder of numbered frames (PNG or TIFF, 8 or 16 bit, or DNG raw) read as one clip.
 
 High-speed cameras (Phantom, Photron, Chronos) export frame folders. Frames are ordered by the last
 number in their file names (``shot_000123.tif``), not alphabetically; a folder has no frame rate, so
 ``--capture-fps`` gives it. Frames are read one at a time (memory is the extractor's ring, as for
 video) and offer what a decoded video frame offers (:class:`blurforge.video.Frame`).
+
+DNG raw frames (the ``raw`` extra: rawpy, LibRaw) are linear sensor data: LibRaw subtracts the black
+level, scales the white level to 65535, applies the camera's white balance and colour matrix and
+demosaics to 16-bit RGB with no tone curve (``gamma=(1, 1)``, no auto-brightening), so the folder's
+transfer is ``linear`` and ``--crf auto`` averages the codes as they are.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import numpy as np
 
 from .errors import BlurforgeError
 
-SUFFIXES = (".png", ".tif", ".tiff")
+SUFFIXES = (".png", ".tif", ".tiff", ".dng")
+RAW_SUFFIXES = (".dng",)
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -44,8 +50,35 @@ def is_sequence(folder: str | Path) -> bool:
                                    for p in folder.iterdir())
 
 
+def read_raw(path: Path) -> np.ndarray:
+    """A DNG raw frame as linear uint16 RGB HxWx3 (module docstring: LibRaw through rawpy)."""
+    try:
+        import rawpy
+    except ImportError:
+        raise BlurforgeError(f"{path}: DNG frames need rawpy: pip install 'blurforge[raw]'") from None
+    try:
+        with rawpy.imread(str(path)) as raw:
+            return raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
+    except (rawpy.LibRawError, OSError) as e:
+        why = e.args[0] if e.args else ""
+        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+        raise BlurforgeError(f"{path}: not a readable DNG raw frame ({type(e).__name__}: {why})") from None
+
+
+def _read(path: Path) -> np.ndarray:
+    """A frame as stored (OpenCV's channel order), or a DNG as linear RGB."""
+    if path.suffix.lower() in RAW_SUFFIXES:
+        return read_raw(path)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.dtype not in (np.uint8, np.uint16):
+        raise BlurforgeError(f"{path}: not a readable 8- or 16-bit PNG/TIFF")
+    return img
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """An image file as RGB (uint8 or uint16) HxWx3; grey images are repeated into 3 channels."""
+    if path.suffix.lower() in RAW_SUFFIXES:
+        return read_raw(path)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.dtype not in (np.uint8, np.uint16):
         raise BlurforgeError(f"{path}: not a readable 8- or 16-bit PNG/TIFF")
@@ -61,19 +94,22 @@ def probe_sequence(folder: Path, capture_fps: float | None = None):
     from .video import VideoInfo
 
     files = frame_files(folder)
-    first = cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED)
-    if first is None or first.dtype not in (np.uint8, np.uint16):
-        raise BlurforgeError(f"{files[0]}: not a readable 8- or 16-bit PNG/TIFF")
+    kinds = {p.suffix.lower() in RAW_SUFFIXES for p in files}
+    if len(kinds) > 1:
+        raise BlurforgeError(f"{folder}: DNG raw frames mixed with PNG/TIFF frames; keep one kind per folder")
+    raw = kinds == {True}
+    first = _read(files[0])
     if capture_fps is not None and not capture_fps > 0:
         raise BlurforgeError(f"--capture-fps {capture_fps:g}: must be a positive frame rate")
     fps = float(capture_fps or 0.0)
     deep = first.dtype == np.uint16
     grey = first.ndim == 2
     pix_fmt = ("gray16le" if deep else "gray") if grey else ("rgb48le" if deep else "rgb24")
-    codec = "tiff" if files[0].suffix.lower() in (".tif", ".tiff") else "png"
+    codec = "dng" if raw else "tiff" if files[0].suffix.lower() in (".tif", ".tiff") else "png"
     n = len(files)
     return VideoInfo(str(folder), int(first.shape[1]), int(first.shape[0]), fps, fps, n / fps if fps else 0.0,
-                     n, codec, pix_fmt, fps_source="--capture-fps" if fps else "none", vfr=False, kind="frames")
+                     n, codec, pix_fmt, fps_source="--capture-fps" if fps else "none", vfr=False, kind="frames",
+                     transfer="linear" if raw else "")
 
 
 class ImageFrame:
