@@ -5,22 +5,35 @@ on the same clip (the decode ceiling), their ratio, and the peak RSS of extract 
 three times longer (memory must not grow with clip length).
 
     python bench/extract.py [--size 1920x1080] [--frames 480] [--repeats 5] [--keep DIR]
+    python bench/extract.py --keep DIR --repeats 5 --baseline 1e28007
 
 The two are run alternately; the ratio is the median of the per-repeat ratios, with their range
-(this shared 2-core machine moves by +-10% from run to run).
+(this shared 2-core machine moves by +-10% from run to run). CPU seconds (user + system) are
+reported beside wall time: they move less with other users' load.
+
+``--baseline REV`` also times extract as it was at git revision REV (its ``blurforge`` package
+exported to a temp folder, with the working tree's compiled kernel copied in so both use it) on
+the same clips (``--baseline-on``: the clip, and the 3x longer one, which has more pairs), repeats
+alternating ffmpeg / before / after, and reports both ratios to ffmpeg, the time extract added
+(after / before - 1, wall and CPU), and a per-stage profile of the per-pair motion work of the
+working tree (``track_window``, ``measure_ratios`` + ``fit_gains``, ``FlowMeter.step``) on the
+clip's own small frames, with the share of extract's CPU time it accounts for.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from blurforge.synth import SynthConfig, synthesize  # noqa: E402
 from blurforge.video import ffmpeg_exe  # noqa: E402
@@ -28,26 +41,146 @@ from blurforge.video import ffmpeg_exe  # noqa: E402
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
+import blurforge
 from blurforge.extract import ExtractOptions, extract_clip
 t = time.perf_counter()
 s = extract_clip(sys.argv[1], ExtractOptions(windows=[36, 73], out=Path(sys.argv[2]), overwrite=True))
 dt = time.perf_counter() - t
+ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pairs"],
+                  "cpu_seconds": ru.ru_utime + ru.ru_stime, "package": blurforge.__file__,
                   "fused_kernel": __import__("blurforge.averaging").averaging._accumulate is not None,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": ru.ru_maxrss / 1024}))
 """
 
 
-def run_extract(clip: Path, out: Path) -> dict:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_extract(clip: Path, out: Path, root: Path = ROOT) -> dict:
+    """Run extract in a child process importing ``blurforge`` from ``root`` (the working tree or a
+    baseline export): the child runs in ``root`` so nothing else on sys.path shadows it."""
+    env = dict(os.environ, PYTHONPATH=str(root))
     res = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out)], capture_output=True,
-                         text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+                         text=True, cwd=root, env=env)
+    if res.returncode:
+        sys.exit(f"extract ({root}) failed:\n{res.stderr[-3000:]}")
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    if not Path(r["package"]).resolve().is_relative_to(root.resolve()):
+        sys.exit(f"the child imported {r['package']}, not the blurforge under {root}")
+    return r
+
+
+def ffmpeg_null(clip: Path, frames: int) -> tuple[float, float]:
+    """(frames/s, CPU seconds) of ffmpeg decoding the clip to nothing."""
+    cpu, t = _children_cpu(), time.perf_counter()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip), "-f", "null", "-"], check=True)
+    return frames / (time.perf_counter() - t), _children_cpu() - cpu
 
 
 def ffmpeg_null_fps(clip: Path, frames: int) -> float:
+    return ffmpeg_null(clip, frames)[0]
+
+
+def export_revision(rev: str, dest: Path) -> Path:
+    """``blurforge`` as of git revision ``rev`` in ``dest``, plus the working tree's compiled kernel."""
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", sha, "blurforge"],
+                             capture_output=True, check=True).stdout
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"--baseline {rev}: {(e.stderr or b'').strip() if isinstance(e.stderr, bytes) else e.stderr}")
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    for so in (ROOT / "blurforge").glob("_linear*.so"):
+        shutil.copy2(so, dest / "blurforge" / so.name)
+    return dest
+
+
+def _med(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def _spread(xs: list[float], nd: int = 3) -> dict:
+    return {"median": round(_med(xs), nd), "range": [round(min(xs), nd), round(max(xs), nd)]}
+
+
+def profile_motion(clip: Path, pairs_spacing: int = 73, windows: tuple[int, ...] = (36, 73)) -> dict:
+    """Time the working tree's per-pair motion work on the clip's own small grey frames.
+
+    Decodes with FrameReader and builds the small frames as extract does, then for centres every
+    ``pairs_spacing`` frames times ``track_window``, ``linear_small`` + ``measure_ratios`` +
+    ``fit_gains``, and one ``FlowMeter.step`` per consecutive frame pair of the window (extract
+    measures each step once, windows do not overlap at the default stride). Wall and thread-CPU
+    milliseconds; ``per_window_frame``: divided by the largest window's frame count.
+    """
+    from blurforge import sharpness as sh
+    from blurforge.averaging import half_span
+    from blurforge.curves import curve_for
+    from blurforge.motion import FlowMeter, track_window
+    from blurforge.photometric import fit_gains, linear_small, measure_ratios
+    from blurforge.video import FrameReader, probe
+
+    info = probe(clip)
+    reader = FrameReader(info)
+    curve, _ = curve_for("auto", info.transfer)
+    greys, ranges = [], []
     t = time.perf_counter()
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip), "-f", "null", "-"], check=True)
-    return frames / (time.perf_counter() - t)
+    for frame in reader:
+        _, quarter, _ = sh.grey_pyramid(frame.grey_half(full_range=False))
+        greys.append(quarter)
+        ranges.append(bool(frame.video_range))
+    decode_s = time.perf_counter() - t
+    H = max(half_span(w) for w in windows)
+    scale = reader.width / greys[0].shape[1]
+    flow = FlowMeter()
+    stages: dict[str, list[tuple[float, float]]] = {"track_window": [], "measure_ratios+fit_gains": [],
+                                                     "flow_steps": []}
+    flow_one: list[tuple[float, float]] = []
+
+    def gains(win, video_range, warps):
+        lin = [linear_small(g, curve.lut, r) for g, r in zip(win, video_range)]
+        return fit_gains(measure_ratios(lin, H, warps, curve.lut), info.fps, None)
+
+    def clock(fn, *a):
+        w, c = time.perf_counter(), time.thread_time()
+        out = fn(*a)
+        return out, (time.perf_counter() - w, time.thread_time() - c)
+
+    centres = list(range(H, len(greys) - H, pairs_spacing))
+    for c in centres:
+        win = greys[c - H:c + H + 1]
+        track, dt = clock(track_window, win, H)
+        stages["track_window"].append(dt)
+        _, dt = clock(gains, win, ranges[c - H:c + H + 1], track.warps)
+        stages["measure_ratios+fit_gains"].append(dt)
+        tot = [0.0, 0.0]
+        for i in range(1, len(win)):
+            _, dt = clock(flow.step, win[i - 1], win[i], track.step(i), scale)
+            flow_one.append(dt)
+            tot[0] += dt[0]
+            tot[1] += dt[1]
+        stages["flow_steps"].append(tuple(tot))
+    nwin = 2 * H + 1
+    out = {"small_frame": list(greys[0].shape[::-1]), "windows_profiled": len(centres), "window_frames": nwin,
+           "decode_to_small_fps": round(len(greys) / decode_s, 1), "stages_ms_per_window": {},
+           "stages_ms_per_window_frame": {}}
+    per_pair = [0.0, 0.0]
+    for name, v in stages.items():
+        wall, cpu = _med([x[0] for x in v]) * 1e3, _med([x[1] for x in v]) * 1e3
+        out["stages_ms_per_window"][name] = {"wall": round(wall, 1), "cpu": round(cpu, 1)}
+        out["stages_ms_per_window_frame"][name] = {"wall": round(wall / nwin, 3), "cpu": round(cpu / nwin, 3)}
+        per_pair[0] += wall
+        per_pair[1] += cpu
+    out["flow_step_ms"] = {"wall": round(_med([x[0] for x in flow_one]) * 1e3, 2),
+                           "cpu": round(_med([x[1] for x in flow_one]) * 1e3, 2)}
+    out["total_ms_per_window"] = {"wall": round(per_pair[0], 1), "cpu": round(per_pair[1], 1)}
+    out["total_ms_per_window_frame"] = {"wall": round(per_pair[0] / nwin, 3), "cpu": round(per_pair[1] / nwin, 3)}
+    return out
 
 
 def main():
@@ -57,6 +190,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--crf", type=int, default=16, help="x264 quality of the synthetic clip")
     ap.add_argument("--keep", default=None, help="keep the clips in this folder (and reuse them)")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also time extract as of this git revision, alternating with the working tree's")
+    ap.add_argument("--baseline-on", default="clip,long",
+                    help="clips the before/after comparison runs on: clip, long (3x longer, more pairs) or both")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as d:
@@ -70,17 +207,16 @@ def main():
             if not path.exists():
                 synthesize(path, SynthConfig(width=w, height=h, frames=n, flicker=0.04, seed=1, crf=args.crf))
         synth_s = time.perf_counter() - t
-        ceilings, runs = [], []
-        for _ in range(args.repeats):
-            ceilings.append(ffmpeg_null_fps(clip, args.frames))
-            runs.append(run_extract(clip, d / "out"))
+        base = export_revision(args.baseline, d / "baseline") if args.baseline else None
+        load_before = os.getloadavg()
+        ceilings, ff_cpu, runs, base_runs = alternate(clip, args.frames, args.repeats, d, base)
         ratios = sorted(run["frames"] / run["seconds"] / c for run, c in zip(runs, ceilings))
         ceiling = sorted(ceilings)[len(ceilings) // 2]
         r = sorted(runs, key=lambda x: x["seconds"])[len(runs) // 2]
         fps = r["frames"] / r["seconds"]
         long_run = run_extract(long, d / "out_long")
         long_ceiling = ffmpeg_null_fps(long, 3 * args.frames)
-        print(json.dumps({
+        report = {
             "size": args.size, "frames": args.frames, "windows": [36, 73], "cpus": os.cpu_count(),
             "bitrate_mbps": round(clip.stat().st_size * 8 / (args.frames / 960) / 1e6, 1),
             "extract_fps": round(fps, 1), "ffmpeg_null_fps": round(ceiling, 1),
@@ -96,7 +232,73 @@ def main():
             "frames_averaged_share": round(r["pairs"] * 73 / r["frames"], 2),
             "fused_kernel": r["fused_kernel"],
             "synth_seconds": round(synth_s, 1),
-        }, indent=2))
+        }
+        if base is not None:
+            prof = profile_motion(clip)
+            report["before_after"] = {"clip": baseline_report(args.baseline, runs, base_runs, ceilings, ff_cpu, prof)}
+            if "long" in args.baseline_on.split(","):
+                lc, lf, lr, lb = alternate(long, 3 * args.frames, args.repeats, d, base)
+                report["before_after"]["long"] = baseline_report(args.baseline, lr, lb, lc, lf, prof)
+            report["profile_after"] = prof
+        report["load_average_before_after"] = [round(x, 2) for x in load_before + os.getloadavg()]
+        print(json.dumps(report, indent=2))
+
+
+def alternate(clip: Path, frames: int, repeats: int, d: Path, base: Path | None) -> tuple[list, list, list, list]:
+    """Repeats of ffmpeg, then extract (working tree), or with ``base`` ffmpeg then before and after
+    extract in alternating order: (ffmpeg fps, ffmpeg CPU s, after runs, before runs)."""
+    ceilings, ff_cpu, runs, base_runs = [], [], [], []
+    for i in range(repeats):
+        fps, cpu = ffmpeg_null(clip, frames)
+        ceilings.append(fps)
+        ff_cpu.append(cpu)
+        if base is None:
+            runs.append(run_extract(clip, d / "out"))
+            continue
+        for which in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            if which == "before":
+                base_runs.append(run_extract(clip, d / "out_before", base))
+            else:
+                runs.append(run_extract(clip, d / "out"))
+    return ceilings, ff_cpu, runs, base_runs
+
+
+def baseline_report(rev: str, runs: list, base_runs: list, ceilings: list, ff_cpu: list, prof: dict) -> dict:
+    """Before/after figures of ``--baseline`` on one clip (runs[i], base_runs[i] and ceilings[i]
+    share repeat i); ratios are ffmpeg's time over extract's (wall or CPU): 1 is the decode ceiling."""
+    def side(rs):
+        return {"ratio_vs_ffmpeg_null": _spread([x["frames"] / x["seconds"] / c for x, c in zip(rs, ceilings)]),
+                "cpu_ratio_vs_ffmpeg_null": _spread([c / x["cpu_seconds"] for x, c in zip(rs, ff_cpu)]),
+                "seconds": _spread([x["seconds"] for x in rs], 2),
+                "cpu_seconds": _spread([x["cpu_seconds"] for x in rs], 2),
+                "pairs": rs[0]["pairs"], "frames_averaged_share": round(rs[0]["pairs"] * 73 / rs[0]["frames"], 2),
+                "fused_kernel": rs[0]["fused_kernel"]}
+
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "blurforge"], capture_output=True,
+                           text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    after_s = _med([x["seconds"] for x in runs])
+    after_cpu = _med([x["cpu_seconds"] for x in runs])
+    pairs = runs[0]["pairs"]
+    frames = runs[0]["frames"]
+    # the motion work extract does on this clip (CPU s): per pair track + gains + one flow step per frame pair
+    est = pairs * prof["total_ms_per_window"]["cpu"] / 1e3
+    return {
+        "before": {"rev": sha, **side(base_runs)},
+        "after": {"rev": head + ("+dirty" if dirty else ""), **side(runs)},
+        "added_time": {
+            "wall": _spread([a["seconds"] / b["seconds"] - 1 for a, b in zip(runs, base_runs)]),
+            "cpu": _spread([a["cpu_seconds"] / b["cpu_seconds"] - 1 for a, b in zip(runs, base_runs)]),
+            "wall_of_medians": round(after_s / _med([x["seconds"] for x in base_runs]) - 1, 3),
+        },
+        "motion_work_cpu_seconds_estimate": round(est, 2),
+        "motion_work_share_of_extract_wall": round(est / after_s, 3),
+        "motion_work_share_of_extract_cpu": round(est / after_cpu, 3),
+        "motion_work_ms_per_decoded_frame": round(est * 1e3 / frames, 2),
+    }
 
 
 if __name__ == "__main__":
