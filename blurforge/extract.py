@@ -127,7 +127,8 @@ def check_clip(info: VideoInfo, opts: ExtractOptions) -> list[str]:
         warnings.append(f"grayscale input ({info.pix_fmt}): converted to RGB (R = G = B)")
     if info.bit_depth > 8:
         warnings.append(f"{info.bit_depth}-bit input ({info.pix_fmt}): averaged from 16-bit RGB, "
-                        "stored as 8-bit (the sharp frame rounded to 8 bits)")
+                        + ("stored as 16-bit (--bits 16)" if opts.bits == 16 else
+                           "stored as 8-bit (the sharp frame rounded to 8 bits; --bits 16 keeps 16)"))
     return warnings
 
 

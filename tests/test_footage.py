@@ -439,8 +439,8 @@ def test_bits_16_stores_deep_sources_as_uint16(deep_frames, clip960, tmp_path):
     for i, fr in enumerate(deep_frames):
         cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
     args = ["--capture-fps", "960", "--crf", "gamma2.2", *WINDOWS]
-    ok("extract", folder, "--out", tmp_path / "o16", "--bits", "16", *args)
-    ok("extract", folder, "--out", tmp_path / "o8", *args)
+    assert "stored as 16-bit" in ok("extract", folder, "--out", tmp_path / "o16", "--bits", "16", *args)
+    assert "stored as 8-bit" in ok("extract", folder, "--out", tmp_path / "o8", *args)
     err16, err8 = [], []
     with shard(tmp_path / "o16" / "shot.h5") as f, shard(tmp_path / "o8" / "shot.h5") as g:
         assert np.array_equal(f["center"][:], g["center"][:]) and len(f["center"]) >= 3
