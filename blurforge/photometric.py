@@ -21,7 +21,7 @@ import numpy as np
 
 SAT_CODE = 245
 DARK_CODE = 8
-GRID_STEP = 2            # ratio sample points: every other pixel of the small centre frame
+GRID_STEP = 3            # ratio sample points: every third pixel of the small centre frame
 BORDER = 4
 # F statistic a model term must reach to be applied. For a 73-frame window (74 frames, 7
 # parameters) F(4, 66) >= 12 has p < 1e-6 under pure noise, so noise is never "corrected"; real
@@ -58,10 +58,10 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
     ``lin``: small linear-light grey frames; ``warps[t]``: 2x3, centre px -> frame t px. At each
     sample point of the centre frame whose code is neither black nor saturated, the frame's value
     at the warped position is divided by the centre's. Points whose log ratio is more than 3 MADs
-    from the median are outliers (moving content), trimmed again around the median of the rest a
-    few times so that even a large moving object does not pull the estimate; the gain is the ratio of the light sums over the
-    rest. A sum, not a mean of per-pixel ratios: codecs carry an exposure change as code offsets,
-    which change dark pixels relatively more, and what must match is the light of the picture.
+    from the median are outliers (moving content), trimmed again around the median of the rest so
+    that even a large moving object does not pull the estimate; the gain is the ratio of the light
+    sums over the rest. A sum, not a mean of per-pixel ratios: codecs carry an exposure change as
+    code offsets, which change dark pixels relatively more, and what must match is the picture's light.
     """
     ref = lin[centre]
     h, w = ref.shape
@@ -85,7 +85,7 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
             continue
         r = np.log(v[ok]) - log_ref[ok]
         inl = np.ones(len(r), bool)
-        for k in (3.0, 3.0, 3.0, 3.0):  # trimming again around the inliers' median walks to the main mode
+        for k in (3.0, 3.0, 3.0):       # trimming again around the inliers' median walks to the main mode
             med = float(np.median(r[inl]))
             mad = 1.4826 * float(np.median(np.abs(r[inl] - med))) + 1e-6
             inl = np.abs(r - med) <= k * mad
