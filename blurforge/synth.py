@@ -45,7 +45,7 @@ class SynthConfig:
     zoom: float = 0.01
     motion: bool = True  # False: a static camera and no object (flicker-only clips)
     cut: int = -1  # frame index at which the scene cuts to another photo (-1: none)
-    crf: int = 10  # x264 quality of the encode
+    crf: int = 10  # x264 quality of the encode; < 0: lossless RGB (libx264rgb -qp 0), the frames exactly
     level: float = 0.8  # linear exposure of the scene
     moving_object: bool = True  # the textured disc crossing the picture (False: camera shake only)
     object_photo: str = "coffee"  # photo the moving disc's texture is cut from ("" : the scene's own)
@@ -100,11 +100,17 @@ def _smooth_path(rng: np.random.Generator, t: np.ndarray, amp: float, freqs=(1.3
     return out
 
 
-def truth_table(cfg: SynthConfig) -> list[dict]:
-    """Per-frame truth: camera transform, gain (flicker x drift), object position."""
+def truth_table(cfg: SynthConfig, index=None) -> list[dict]:
+    """Per-frame truth: camera transform, gain (flicker x drift), object position.
+
+    ``index``: frame positions to evaluate, fractional ones included (default: every frame); the
+    motion is continuous in time, so ``render_exposure`` can sample it between frames.
+    """
     rng = np.random.default_rng(cfg.seed)
     n = cfg.frames
-    t = np.arange(n) / cfg.fps
+    idx = np.arange(n, dtype=np.float64) if index is None else np.asarray(index, np.float64)
+    t = idx / cfg.fps
+    t_mid = (n - 1) / 2.0 / cfg.fps
     k = cfg.width / 640.0
     on = 1.0 if cfg.motion else 0.0
     f = cfg.shake_freq
@@ -114,22 +120,23 @@ def truth_table(cfg: SynthConfig) -> list[dict]:
     scale = 1.0 + on * _smooth_path(rng, t, cfg.zoom, freqs=(0.9 * f, 1.9 * f))
     phase = rng.uniform(0, 2 * np.pi)
     flick = 1.0 + cfg.flicker * np.sin(2 * np.pi * cfg.mains * t + phase)
-    drift = 1.0 + cfg.drift * (np.arange(n) / max(1, n - 1) - 0.5)
+    drift = 1.0 + cfg.drift * (idx / max(1, n - 1) - 0.5)
     r = 0.12 * cfg.height
     y0 = cfg.height * rng.uniform(0.35, 0.65)
     x_start, x_end = 0.1 * cfg.width, 0.9 * cfg.width
-    ox = x_start + (x_end - x_start) * np.arange(n) / max(1, n - 1)
+    ox = x_start + (x_end - x_start) * idx / max(1, n - 1)
     if cfg.object_speed:                    # enters and leaves the picture, again and again
         lap = cfg.width + 4 * r
-        ox = (x_start + cfg.object_speed * k * np.arange(n)) % lap - 2 * r
+        ox = (x_start + cfg.object_speed * k * idx) % lap - 2 * r
     if cfg.pan_px_s:                        # drawn last: clips without a pan keep their truth
         heading, speed = rng.uniform(0, 2 * np.pi), on * cfg.pan_px_s * k * rng.uniform(0.5, 1.0)
-        dx = dx + speed * np.cos(heading) * (t - t.mean())
-        dy = dy + speed * np.sin(heading) * (t - t.mean())
+        dx = dx + speed * np.cos(heading) * (t - t_mid)
+        dy = dy + speed * np.sin(heading) * (t - t_mid)
     has_object = cfg.motion and cfg.moving_object
     rows = []
-    for i in range(n):
-        rows.append(dict(index=i, time=float(t[i]), dx=float(dx[i]), dy=float(dy[i]),
+    for i in range(len(idx)):
+        rows.append(dict(index=int(idx[i]) if index is None else float(idx[i]), time=float(t[i]),
+                         dx=float(dx[i]), dy=float(dy[i]),
                          angle_deg=float(ang[i]), scale=float(scale[i]), gain=float(flick[i] * drift[i]),
                          flicker=float(flick[i]), drift=float(drift[i]),
                          object_x=float(ox[i]) if has_object else None,
@@ -218,8 +225,8 @@ def _composite(img: np.ndarray, sprite: np.ndarray, alpha: np.ndarray, cx: float
     roi[...] = roi * (1 - a[sl]) + spr[sl] * a[sl]
 
 
-def render_frames(cfg: SynthConfig, rows: list[dict]):
-    """Yield uint8 RGB frames (camera-curve encoded), one at a time."""
+def _render_linear(cfg: SynthConfig, rows: list[dict]):
+    """Yield the linear-light float32 RGB picture (exposed, clipped at 1) of each row of truth."""
     canvases = [_canvas(cfg.photo if cfg.photo == "deadleaves" else load_photo(cfg.photo), cfg)]
     if cfg.cut >= 0:
         other = next(p for p in PHOTOS if p != cfg.photo)
@@ -233,8 +240,36 @@ def render_frames(cfg: SynthConfig, rows: list[dict]):
         img = cv2.warpAffine(canvas, m, (fw, fh), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         if sprite is not None:
             _composite(img, sprite, alpha, row["object_x"], row["object_y"])
-        lin = np.clip(img * (cfg.level * row["gain"]), 0.0, 1.0)
-        yield np.rint(255.0 * lin ** (1 / GAMMA)).astype(np.uint8)
+        yield np.clip(img * (cfg.level * row["gain"]), 0.0, 1.0)
+
+
+def _encode_gamma(lin: np.ndarray) -> np.ndarray:
+    return np.rint(255.0 * np.clip(lin, 0.0, 1.0) ** (1 / GAMMA)).astype(np.uint8)
+
+
+def render_frames(cfg: SynthConfig, rows: list[dict]):
+    """Yield uint8 RGB frames (camera-curve encoded), one at a time."""
+    for lin in _render_linear(cfg, rows):
+        yield _encode_gamma(lin)
+
+
+def render_exposure(cfg: SynthConfig, centre: int, window: int, sub: int = 16) -> np.ndarray:
+    """The physical blur of ``window`` frame intervals centred on frame ``centre``: the exposure
+    integral of the continuously moving scene, by the trapezoid rule on ``sub`` renders per frame
+    interval, with the gain (flicker, drift) divided out and the centre's put back, as extract
+    does; uint8 RGB through the camera curve. Each sub-render saturates on its own, like a sensor.
+    """
+    n = window * sub
+    times = centre - window / 2.0 + np.arange(n + 1) / sub
+    weights = np.full(n + 1, 1.0 / n)
+    weights[0] = weights[-1] = 0.5 / n
+    rows = truth_table(cfg, times)
+    g_c = truth_table(cfg, [centre])[0]["gain"]
+    acc = None
+    for wt, row, lin in zip(weights, rows, _render_linear(cfg, rows)):
+        term = lin * (wt / row["gain"])
+        acc = term if acc is None else acc + term
+    return _encode_gamma(acc * g_c)
 
 
 def synthesize(out: str | os.PathLike, cfg: SynthConfig, progress=None) -> dict:
@@ -260,10 +295,11 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, progress=None) -> dict:
 
 def _encode(cfg: SynthConfig, rows: list[dict], tmp: Path, out: Path, progress=None):
     """Render the frames into ffmpeg (H.264, yuv420p) writing ``tmp``."""
+    codec = (["-c:v", "libx264rgb", "-preset", "veryfast", "-qp", "0", "-pix_fmt", "rgb24"] if cfg.crf < 0 else
+             ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(cfg.crf), "-pix_fmt", "yuv420p"])
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error", "-f", "rawvideo",
            "-pix_fmt", "rgb24", "-s", f"{cfg.width}x{cfg.height}", "-r", f"{cfg.fps:g}", "-i", "-",
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
-           "-movflags", "+faststart", str(tmp)]
+           *codec, "-movflags", "+faststart", str(tmp)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for frame in render_frames(cfg, rows):
