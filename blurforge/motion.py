@@ -17,6 +17,7 @@ object on a still background.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -200,12 +201,19 @@ def centroid(warps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.tensordot(np.asarray(weights, np.float64), warps, axes=1)
 
 
+class Step(NamedTuple):
+    """Motion between two consecutive frames (see ``FlowMeter.step``)."""
+    speed: float                                  # full-res px/frame reached by MOVING_SHARE of the picture
+    share: float                                  # share of the picture moving more than 1 px/frame
+    box: tuple[int, int, int, int] | None         # x, y, w, h (small px) of what moves more than 1 px/frame
+
+
 class FlowMeter:
     """Local frame-to-frame motion: the camera's part from the trajectory, the rest from optical flow.
 
     DIS flow (OpenCV, ultrafast preset) from each small grey frame to the next. A pixel moves on its
     own where the flow departs from the camera's warp by more than OWN_PX (full-resolution px) after
-    a 5x5 median, the flow carries the frame onto the next within MATCH_CODES (a backward flow
+    a 3x3 median, the flow carries the frame onto the next within MATCH_CODES (a backward flow
     measured the same at twice the cost, bench/extract.py), and the picture has texture there (flow
     in a flat region is noise, and nothing moving over it can show ghosts). There its speed is the
     flow's; elsewhere the camera warp's, which is exact where flow is noisy (its tail over-reads a
@@ -227,44 +235,49 @@ class FlowMeter:
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._grid: dict = {}
 
-    def _xy(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def _grid2(self, h: int, w: int) -> np.ndarray:
+        """float32 [h, w, 2]: each pixel's own (x, y)."""
         if (h, w) not in self._grid:
             ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-            self._grid = {(h, w): (xs, ys)}
+            self._grid = {(h, w): np.dstack([xs, ys])}
         return self._grid[(h, w)]
 
-    def step(self, prev: np.ndarray, cur: np.ndarray, camera: np.ndarray, scale: float) -> tuple[float, float]:
-        """(motion px, moving share) from ``prev`` to ``cur``, in full-resolution px per frame.
+    def step(self, prev: np.ndarray, cur: np.ndarray, camera: np.ndarray, scale: float) -> Step:
+        """Motion from ``prev`` to ``cur`` (small grey frames), in full-resolution px per frame.
 
-        ``camera``: 2x3, prev px -> cur px (small frames). ``motion``: the speed that at least
-        MOVING_SHARE of the picture reaches; ``moving share``: the share moving more than 1 px.
+        ``camera``: 2x3, prev px -> cur px (small frames). Returns the speed that at least
+        MOVING_SHARE of the picture reaches, the share moving more than 1 px, and the bounding box
+        of what moves more than 1 px (small-frame px, or None).
         """
         prev, cur = np.asarray(prev, np.uint8), np.asarray(cur, np.uint8)
         h, w = prev.shape
-        xs, ys = self._xy(h, w)
+        grid = self._grid2(h, w)
         fwd = self.dis.calc(prev, cur, None)
-        moved = cv2.remap(cur, xs + fwd[..., 0], ys + fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moved = cv2.remap(cur, cv2.add(grid, fwd), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         agree = cv2.absdiff(moved, prev) < self.MATCH_CODES
-        m = np.asarray(camera, np.float32)
-        cam_x = m[0, 0] * xs + m[0, 1] * ys + m[0, 2] - xs
-        cam_y = m[1, 0] * xs + m[1, 1] * ys + m[1, 2] - ys
+        cam = cv2.transform(grid, np.asarray(camera, np.float32) - np.eye(2, 3, dtype=np.float32))
+        rx, ry = cv2.split(cv2.subtract(fwd, cam))
         s = np.float32(scale)
-        own = cv2.medianBlur(cv2.magnitude(fwd[..., 0] - cam_x, fwd[..., 1] - cam_y), 5) * s > self.OWN_PX
+        own = cv2.medianBlur(cv2.magnitude(rx, ry), 3) > self.OWN_PX / s
         own &= agree & self._textured(prev)
-        speed = np.where(own, cv2.medianBlur(cv2.magnitude(fwd[..., 0], fwd[..., 1]), 5),
-                         cv2.magnitude(cam_x, cam_y)) * s
+        fx, fy = cv2.split(fwd)
+        cx, cy = cv2.split(cam)
+        speed = np.where(own, cv2.medianBlur(cv2.magnitude(fx, fy), 3), cv2.magnitude(cx, cy)) * s
         flat = speed.ravel()
         k = max(1, int(MOVING_SHARE * flat.size))
         top = float(np.partition(flat, flat.size - k)[flat.size - k])
-        return top, float(np.count_nonzero(flat > 1.0)) / flat.size
+        fast = speed > 1.0
+        share = float(np.count_nonzero(fast)) / flat.size
+        box = cv2.boundingRect(fast.view(np.uint8)) if share else None
+        return Step(top, share, box)
 
 
-def window_motion(steps: list[tuple[float, float]]) -> tuple[float, float]:
+def window_motion(steps: list[Step]) -> tuple[float, float]:
     """(motion px, moving share) of a window from its frame-to-frame steps: the largest median of
     three consecutive steps, so a single step where the flow failed does not count."""
     if not steps:
         return 0.0, 0.0
-    a = np.asarray(steps, np.float64)
+    a = np.asarray([(st.speed, st.share) for st in steps], np.float64)
     if len(a) >= 3:
         a = np.median(np.stack([a[:-2], a[1:-1], a[2:]]), axis=0)
     return float(a[:, 0].max()), float(a[:, 1].max())

@@ -52,6 +52,12 @@ def linear_small(codes: np.ndarray, lut: np.ndarray, video_range: bool) -> np.nd
     return cv2.LUT(np.asarray(codes, np.uint8), np.asarray(lut, np.float32))
 
 
+def _median(a: np.ndarray) -> float:
+    """Median (upper middle element for an even count): one partial sort, no copy of the result."""
+    k = len(a) // 2
+    return float(np.partition(a, k)[k])
+
+
 def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """Robust linear-light ratio of every frame to the centre frame over the same scene points.
 
@@ -84,11 +90,12 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
         if np.count_nonzero(ok) < 16:
             continue
         r = np.log(v[ok]) - log_ref[ok]
-        inl = np.ones(len(r), bool)
-        for k in (3.0, 3.0, 3.0):       # trimming again around the inliers' median walks to the main mode
-            med = float(np.median(r[inl]))
-            mad = 1.4826 * float(np.median(np.abs(r[inl] - med))) + 1e-6
-            inl = np.abs(r - med) <= k * mad
+        sel = r
+        for _ in range(3):              # trimming again around the inliers' median walks to the main mode
+            med = _median(sel)
+            mad = 1.4826 * _median(np.abs(sel - med)) + 1e-6
+            inl = np.abs(r - med) <= 3.0 * mad
+            sel = r[inl]
         out[t] = float(v[ok][inl].sum() / ref_lin[ok][inl].sum())
     return out
 
