@@ -71,7 +71,8 @@ def add_linear16(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.nd
 
 
 def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: list[int],
-                    curve: CameraCurve, buffers: dict | None = None) -> dict[int, np.ndarray]:
+                    curve: CameraCurve, buffers: dict | None = None, corrections: dict | None = None,
+                    plain_crops: dict | None = None) -> dict[int, np.ndarray]:
     """Blurred images for several windows sharing one centre, in one pass over the frames.
 
     ``frames``: the 2H+1 uint8 RGB frames c-H .. c+H (H = the largest half span), read once each
@@ -81,6 +82,11 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     Each frame is added to the band of centre distances it falls in; with S(d) the sum over
     |t-c| <= d (a sum of bands), odd W is S(h)/W and even W is (S(h-1) + S(h)) / 2W, so all
     windows cost one linearisation per frame.
+
+    ``corrections[w]``: (x0, y0, x1, y1, delta) boxes of linear light to add to window w's *sum*
+    (sub-frame interpolation: ``blurforge.interpolate``); ``plain_crops[w] = (x0, y0, x1, y1)``
+    is replaced by window w's encoded average in that box before the corrections (for a
+    side-by-side look).
 
     16-bit input: when ``frames`` has a method ``frame16(t)`` (and ``frames.depth16``), the frames
     it returns (uint16 RGB, 0..65535) are averaged instead, through the curve's 65536-entry table
@@ -134,5 +140,10 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
             cv2.addWeighted(sums[h], 1.0 / w, sums[h], 0.0, 0.0, dst=mean)
         else:
             cv2.addWeighted(sums[h - 1], 0.5 / w, sums[h], 0.5 / w, 0.0, dst=mean)
+        if plain_crops and w in plain_crops:
+            x0, y0, x1, y1 = plain_crops[w]
+            plain_crops[w] = curve.encode(mean[y0:y1, x0:x1].copy(), inplace=True)
+        for x0, y0, x1, y1, delta in (corrections or {}).get(w, ()):
+            mean[y0:y1, x0:x1] += delta * np.float32(1.0 / w)
         out[w] = curve.encode(mean, inplace=True)
     return out

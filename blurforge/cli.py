@@ -238,6 +238,12 @@ def _flicker_note(r: dict) -> str:
               help="Stored depth of blur and sharp: 16 keeps 10/12/16-bit sources as uint16 (0..65535; "
                    "8-bit sources stay 8). 16-bit shards are read by verify and inspect, not yet by align, "
                    "export, card, split or dsanet.")
+@click.option("--interpolate", default="auto", show_default=True, metavar="auto|off|K",
+              help="Sub-frames between consecutive frames where something moves more than a pixel per frame "
+                   "(flow-based, only in the box around what moves, plain averaging where flow cannot be "
+                   "trusted), so the blur is a smooth streak instead of stepped copies: auto picks enough "
+                   "sub-frames that no sub-step moves more than a pixel; K uses K sub-steps; off averages the "
+                   "frames only (GoPro's way).")
 @click.option("--align", "do_align", is_flag=True, help="Run `blurforge align` on each new shard.")
 @click.option("--force", is_flag=True, help="Extract even below 240 fps or with a variable frame rate.")
 @click.option("--overwrite", is_flag=True, help="Redo clips whose shards are already complete.")
@@ -251,8 +257,8 @@ def _flicker_note(r: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @friendly
-def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, bits, do_align, force, overwrite, jobs,
-            executor, scheduler, shard_index, num_shards, max_pairs, quiet, as_json):
+def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, bits, interpolate, do_align, force,
+            overwrite, jobs, executor, scheduler, shard_index, num_shards, max_pairs, quiet, as_json):
     """Average windows of a high-speed CLIP (in linear light, flicker removed) around sharp frames
     into blur/sharp pairs, written as HDF5 shards (format: data/README.md).
 
@@ -266,7 +272,7 @@ def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, 
     the com.android.capture.fps tag, else the container; display rotation is applied; 10/12-bit
     video and 16-bit frames are averaged from 16-bit RGB.
     """
-    from .extract import ExtractOptions, extract_clip, parse_windows
+    from .extract import ExtractOptions, extract_clip, parse_interpolate, parse_windows
 
     clips = find_clips(clips)
     if num_shards < 1 or not 0 <= shard_index < num_shards:
@@ -283,7 +289,8 @@ def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, 
     mine = sorted(clips)[shard_index::num_shards]
     opts = ExtractOptions(windows=parse_windows(windows), out=Path(out), stride=stride, crf=crf,
                           flicker=flicker, force=force, overwrite=overwrite, max_pairs=max_pairs,
-                          capture_fps=capture_fps, start=start, end=end, bits=int(bits))
+                          capture_fps=capture_fps, start=start, end=end, bits=int(bits),
+                          interpolate=parse_interpolate(interpolate))
     results, failures = [], []
     if executor == "dask" or (jobs > 1 and len(mine) > 1):
         from .engine import run_tasks

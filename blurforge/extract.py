@@ -27,6 +27,7 @@ from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
+from .interpolate import MAX_FACTOR, SUBSTEP_PX, IntervalFix, factor_for, grow_box, interval_fix
 from .motion import FlowMeter, centroid, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
@@ -48,6 +49,7 @@ class ExtractOptions:
     force: bool = False
     overwrite: bool = False
     max_pairs: int | None = None
+    interpolate: str = "auto"  # auto | off | K: sub-frames where content moves more than a pixel per frame
     capture_fps: float | None = None  # overrides the tag / container rate (required for frame folders)
     start: str | None = None  # windows lie in [start, end): seconds of capture time, or "1200f"
     end: str | None = None
@@ -70,6 +72,18 @@ def parse_windows(text: str) -> list[int]:
     if not ws or ws[0] < 2:
         raise BlurforgeError(f"--windows {text!r}: each window must be at least 2 frames")
     return ws
+
+
+def parse_interpolate(text: str) -> str:
+    """``--interpolate``: auto, off, or a number of sub-steps per frame interval (2..32)."""
+    t = str(text).strip().lower()
+    if t in ("auto", "off"):
+        return t
+    if t.isdigit() and 2 <= int(t) <= MAX_FACTOR:
+        return t
+    if t in ("0", "1"):
+        return "off"
+    raise BlurforgeError(f"--interpolate {text!r}: expected auto, off, or a number of sub-steps from 2 to {MAX_FACTOR}")
 
 
 def parse_time(text: str | None, fps: float, what: str) -> int | None:
@@ -243,6 +257,77 @@ class _Hasher(threading.Thread):
             self.digest = file_sha256(self.path)
 
 
+CROP = 128  # side of the plain-average crop kept for inspection (meta/<W>/plain_crop)
+
+
+def _crop_box(step, scale: float, full_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A CROP x CROP box (x0, y0, x1, y1) centred on what moves fastest in ``step`` (else the centre)."""
+    h, w = full_hw
+    side = min(CROP, h, w)
+    if step.box is None:
+        cx, cy = w / 2, h / 2
+    else:
+        x, y, bw, bh = step.box
+        cx, cy = (x + bw / 2) * scale, (y + bh / 2) * scale
+    x0 = int(min(max(0, round(cx - side / 2)), w - side))
+    y0 = int(min(max(0, round(cy - side / 2)), h - side))
+    return x0, y0, x0 + side, y0 + side
+
+
+def _linear_crop(frame, gain: float, curve, depth16: bool, box) -> np.ndarray:
+    """A decoded frame's box in linear light (float32 RGB), its gain divided out."""
+    x0, y0, x1, y1 = box
+    if depth16:
+        return np.take((curve.lut16 / gain).astype(np.float32), frame.rgb16()[y0:y1, x0:x1])
+    return cv2.LUT(np.ascontiguousarray(frame.rgb()[y0:y1, x0:x1]), (curve.lut / gain).astype(np.float32))
+
+
+def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, curve, depth16: bool, scale: float,
+                    full_hw: tuple[int, int], mode: str, windows: list[int]) -> dict:
+    """Sub-frame corrections (``interpolate.interval_fix``) of the intervals t-1 -> t of the window
+    c-H .. c+H whose local motion exceeds a pixel, summed per window over the intervals inside it.
+
+    ``mode``: auto, off, or a fixed factor. Returns {w: (corrections for ``average_windows``,
+    largest factor, intervals corrected, mean confidence)}; a window's corrections are one box,
+    the union of its intervals' boxes, so memory stays that of one (partial) frame per window.
+    """
+    out = {w: ([], 1, 0, 1.0) for w in windows}
+    if mode == "off":
+        return out
+    fixes, ends = {}, {}
+    first_steps = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
+    last_steps = {c + half_span(w) for w in windows if w % 2}
+    for t in range(c - H + 1, c + H + 1):
+        st = steps[t]
+        if st.box is None or st.speed <= SUBSTEP_PX:
+            continue
+        k = factor_for(st.speed) if mode == "auto" else int(mode)
+        if k <= 1:
+            continue
+        box = grow_box(st.box, scale, st.speed + 8, full_hw[1], full_hw[0])
+        i = t - (c - H)
+        a = _linear_crop(entries[i - 1][0], gains[i - 1], curve, depth16, box)
+        b = _linear_crop(entries[i][0], gains[i], curve, depth16, box)
+        fix = interval_fix(a, b, box, k, before=t in first_steps, after=t in last_steps)
+        for w in windows:
+            h = half_span(w)
+            if c - h + 1 <= t <= c + h:
+                fixes.setdefault(w, []).append(fix)
+                if w % 2 and t == c - h + 1:
+                    ends.setdefault(w, []).append(IntervalFix(box, fix.before, k, fix.confidence))
+                if w % 2 and t == c + h:
+                    ends.setdefault(w, []).append(IntervalFix(box, fix.after, k, fix.confidence))
+    for w, mine in fixes.items():
+        x0, y0 = min(f.box[0] for f in mine), min(f.box[1] for f in mine)
+        x1, y1 = max(f.box[2] for f in mine), max(f.box[3] for f in mine)
+        acc = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        for f in mine + ends.get(w, []):
+            acc[f.box[1] - y0:f.box[3] - y0, f.box[0] - x0:f.box[2] - x0] += f.delta
+        out[w] = ([(x0, y0, x1, y1, acc)], max(f.factor for f in mine), len(mine),
+                  float(np.mean([f.confidence for f in mine])))
+    return out
+
+
 def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None,
                  start=None) -> dict:
     """Extract one clip into ``opts.out/<stem>.h5``; returns a summary dict.
@@ -329,9 +414,15 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
             if t not in steps:
                 i = t - (c - H)
                 steps[t] = flow.step(greys[i - 1], greys[i], track.step(i), scale)
+        fixed = _interval_fixes(entries, c, H, steps, fit.gains, curve, depth16, scale, full_hw,
+                                opts.interpolate, windows)
+        corrections = {w: fixed[w][0] for w in windows}
+        boxes = {w: _crop_box(steps[max(range(c - half_span(w) + 1, c + half_span(w) + 1),
+                                        key=lambda t: steps[t].speed)], scale, full_hw) for w in windows}
+        crops = dict(boxes)
         frames = _RgbWindow([e[0] for e in entries], H, depth16)
         entries.clear()
-        blurs = average_windows(frames, fit.gains, windows, store, buffers)
+        blurs = average_windows(frames, fit.gains, windows, store, buffers, corrections, crops)
         meta = {"meta/sharpness": np.float32(score), "meta/flicker_hz": np.float32(fit.flicker_hz),
                 "meta/flicker_amplitude": np.float32(fit.amplitude),
                 "meta/flicker_significance": np.float32(fit.significance)}
@@ -347,7 +438,12 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                          f"meta/{w}/ghosting": bool(ghost),
                          f"meta/{w}/trajectory": warps[sl, :2].astype(np.float32),
                          f"meta/{w}/centroid": centroid(warps[sl], window_weights(w)),
-                         f"meta/{w}/track_inliers": np.float32(track.inliers[sl].min())})
+                         f"meta/{w}/track_inliers": np.float32(track.inliers[sl].min()),
+                         f"meta/{w}/interp_factor": np.int32(fixed[w][1]),
+                         f"meta/{w}/interp_intervals": np.int32(fixed[w][2]),
+                         f"meta/{w}/interp_confidence": np.float32(fixed[w][3]),
+                         f"meta/{w}/plain_crop": crops[w],
+                         f"meta/{w}/crop_xy": np.array(boxes[w][:2], np.int32)})
         writer.add(frames.frame16(H) if bits16 else frames[H], {str(w): blurs[w] for w in windows}, center=c,
                    meta=meta)
 
