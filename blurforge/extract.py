@@ -27,7 +27,7 @@ from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
-from .interpolate import MAX_FACTOR, SUBSTEP_PX, IntervalFix, factor_for, grow_box, interval_fix
+from .interpolate import MAX_FACTOR, SUBSTEP_PX, IntervalFix, grow_box, interval_fix
 from .motion import FlowMeter, centroid, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
@@ -301,14 +301,15 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
         st = steps[t]
         if st.box is None or st.speed <= SUBSTEP_PX:
             continue
-        k = factor_for(st.speed) if mode == "auto" else int(mode)
-        if k <= 1:
-            continue
+        k = None if mode == "auto" else int(mode)
         box = grow_box(st.box, scale, st.speed + 8, full_hw[1], full_hw[0])
         i = t - (c - H)
         a = _linear_crop(entries[i - 1][0], gains[i - 1], curve, depth16, box)
         b = _linear_crop(entries[i][0], gains[i], curve, depth16, box)
         fix = interval_fix(a, b, box, k, before=t in first_steps, after=t in last_steps)
+        if fix.factor <= 1:
+            continue
+        k = fix.factor
         for w in windows:
             h = half_span(w)
             if c - h + 1 <= t <= c + h:

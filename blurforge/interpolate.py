@@ -75,10 +75,11 @@ def _grey_half(rgb_lin: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(255.0 * np.power(np.maximum(g, 0.0), 1 / 2.2)), 0, 255).astype(np.uint8)
 
 
-def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], factor: int,
+def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], factor: int | None = None,
                  before: bool = False, after: bool = False) -> IntervalFix:
     """The correction for the interval from frame ``a`` to frame ``b`` (linear-light float32 RGB
-    crops of ``box``, gains divided out) with ``factor`` sub-steps.
+    crops of ``box``, gains divided out) with ``factor`` sub-steps (None: as many as the flow of
+    what changes needs, ``factor_for`` of its 99th percentile).
 
     ``before``/``after``: also the correction of the half interval before ``a`` / after ``b``.
     An odd window W averages W frames, each standing for one frame interval, so its first and last
@@ -103,6 +104,12 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     grey_a = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
     grey_b = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
     change = _changing(grey_a, grey_b)
+    if not factor:      # enough sub-steps for what moves here, by this interval's own (finer) flow
+        speed = np.linalg.norm(ff, axis=2)[change & (ok_a > 0)]
+        factor = factor_for(float(np.percentile(speed, 99))) if speed.size >= 16 else 1
+        if factor <= 1:
+            return IntervalFix(box, np.zeros_like(a), 1, 1.0, np.zeros_like(a) if before else None,
+                               np.zeros_like(a) if after else None)
     delta = np.zeros_like(a)
     for j in range(1, factor):
         t = j / factor
