@@ -346,6 +346,8 @@ def extract(clips, windows, out, stride, crf, capture_fps, start, end, flicker, 
                        + (f", windows {','.join(map(str, r['windows']))}, "
                           f"{r['size'][0]}x{r['size'][1]}, "
                           + _flicker_note(r)
+                          + (f", {r['interpolated_windows']} window(s) interpolated" if r.get("interpolated_windows")
+                             else "")
                           if r["pairs"] else ""))
     report_failures(failures)
 

@@ -119,9 +119,10 @@ def check_clip(info: VideoInfo, opts: ExtractOptions) -> list[str]:
         hint = ("; if the camera filmed faster than the file plays (slow motion stored at a playback rate), "
                 "give the capture rate with --capture-fps") if info.fps_source == "container" else ""
         raise BlurforgeError(
-            f"{info.path}: {info.fps:g} fps is below {MIN_FPS:g}: a {largest}-frame window would be a "
-            f"{1000 * largest / info.fps:.0f} ms exposure of {largest} widely spaced frames (ghosting); "
-            f"pass --force to extract anyway{hint}")
+            f"{info.path}: {info.fps:g} fps is below {MIN_FPS:g}: frames {1000 / info.fps:.1f} ms apart leave "
+            f"gaps that hand-held motion crosses in tens of pixels, too far for sub-frame interpolation to "
+            f"bridge reliably, so a {largest}-frame window ({1000 * largest / info.fps:.0f} ms) would show "
+            f"ghost copies; pass --force to extract anyway{hint}")
     if info.variable_frame_rate and not opts.force:
         sp = info.pts_spread
         spread = (f"frame intervals {sp['interval_ms'][0]:g}-{sp['interval_ms'][2]:g} ms, median "
@@ -387,7 +388,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
 
     # ring[i] = (decoded frame, motion-size grey, whether that grey is video-range luma)
     ring: collections.deque = collections.deque(maxlen=ring_len)
-    ghosted = 0
+    ghosted = interpolated = 0
     flicker_hz = _flicker_hz(opts)
     fits: list = []
     buffers: dict = {}  # float frames reused by every window's averaging
@@ -400,7 +401,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     def make_pair(c: int, entries: list, score: float):
         """Trajectory, gains, local motion, window averages and the shard row of centre c (runs in
         the background). ``entries``: the ring entries of frames c-H .. c+H."""
-        nonlocal ghosted
+        nonlocal ghosted, interpolated
         greys = [e[1] for e in entries]
         small_hw = greys[0].shape
         scale = reader.width / small_hw[1]
@@ -433,6 +434,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
             speed, share = window_motion([steps[t] for t in range(c - h + 1, c + h + 1)])
             ghost = speed > opts.ghost_px
             ghosted += ghost
+            interpolated += fixed[w][2] > 0
             meta.update({f"meta/{w}/first": np.int64(c - h), f"meta/{w}/last": np.int64(c + h),
                          f"meta/{w}/gains": fit.gains[sl].astype(np.float32),
                          f"meta/{w}/motion_px": np.float32(speed), f"meta/{w}/moving_fraction": np.float32(share),
@@ -511,9 +513,10 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         worker.cancel()
         writer.abort()
         raise
-    if ghosted:
-        warn(f"{clip.name}: {ghosted} window(s) move more than {opts.ghost_px:g} px/frame: "
-             "their blur may show ghost steps (see meta/<W>/ghosting)")
+    if ghosted > interpolated:
+        warn(f"{clip.name}: {ghosted} window(s) move more than {opts.ghost_px:g} px/frame, "
+             f"{interpolated} of them interpolated: the others' blur may show ghost steps (see meta/<W>/ghosting"
+             + (", --interpolate auto)" if opts.interpolate == "off" else ")"))
     summary = {"clip": str(clip), "shard": str(out_path), "status": "ok", "pairs": writer.n,
                "frames_decoded": n, "windows": windows, "size": [reader.width, reader.height],
                "fps": info.fps, "ghosting_windows": ghosted,
@@ -521,7 +524,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                "flicker_amplitude": float(np.median([f.amplitude for f in fits if f.flicker_hz or not found]
                                                     or [0.0])),
                "flicker_significance": float(np.median([f.significance for f in fits] or [0.0])),
-               "drift_pairs": sum(f.drift for f in fits), "flicker_off": flicker_hz == 0.0}
+               "drift_pairs": sum(f.drift for f in fits), "flicker_off": flicker_hz == 0.0,
+               "interpolated_windows": interpolated, "interpolate": opts.interpolate}
     if reader.error:
         summary.update(status="truncated", error=f"stream damaged after frame {n}: {reader.error}; "
                                                  f"kept {writer.n} pairs decoded before it")

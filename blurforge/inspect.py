@@ -1,7 +1,8 @@
 """What is in a shard: per-window statistics, and a contact sheet people can look at.
 
 ``summarize`` reads a sample of pairs (evenly spaced) for image statistics and all per-pair metadata;
-``contact_sheet`` renders rows of sharp | each blur | |aligned - sharp| heat maps with captions.
+``contact_sheet`` renders rows of sharp | each blur | |aligned - sharp| heat maps with captions, and
+where a blur was interpolated, its fastest-moving box magnified: plain average | interpolated.
 """
 from __future__ import annotations
 
@@ -218,7 +219,7 @@ def contact_sheet(paths, rows_per_shard: int = 3, tile: int = 256, max_rows: int
 def _title(width: int, shards: int, vmax: float) -> np.ndarray:
     bar = np.full((22, width, 3), 24, np.uint8)
     cv2.putText(bar, f"blurforge inspect: {shards} shard{'s' if shards != 1 else ''}  "
-                     "(sharp | blur per window | difference heat map per window)",
+                     "(sharp | blur per window | difference heat map per window | plain vs interpolated crop)",
                 (8, 15), FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([bar, _legend(width, vmax)])
 
@@ -243,7 +244,25 @@ def _sheet_row(f, name: str, i: int, labels: list[str], tile: int, vmax: float) 
         else:
             heat = heat_map(np.subtract(blur, sharp, dtype=np.float32), None, vmax)
             heats.append(_caption(_thumb(heat, tile), f"blur {lab} - sharp (not aligned)", (200, 200, 200)))
-    return _hstack(tiles + heats)
+    return _hstack(tiles + heats + _interp_crops(f, i, labels, tile))
+
+
+def _interp_crops(f, i: int, labels: list[str], tile: int) -> list[np.ndarray]:
+    """Plain average | interpolated blur, magnified, at the fastest-moving box of the largest window
+    whose blur was interpolated (``meta/<W>/plain_crop``), so the ghost steps it removed show."""
+    for lab in reversed(labels):
+        if f"meta/{lab}/plain_crop" not in f or not int(f[f"meta/{lab}/interp_intervals"][i]):
+            continue
+        plain = _codes(f[f"meta/{lab}/plain_crop"][i])
+        x, y = (int(v) for v in f[f"meta/{lab}/crop_xy"][i])
+        side = plain.shape[0]
+        interp = _codes(f[f"blur/{lab}"][i, y:y + side, x:x + side])
+        big = (tile, tile)
+        k = int(f[f"meta/{lab}/interp_factor"][i])
+        return [_caption(cv2.resize(_show(plain), big, interpolation=cv2.INTER_NEAREST), f"{lab} plain, crop"),
+                _caption(cv2.resize(_show(interp), big, interpolation=cv2.INTER_NEAREST),
+                         f"{lab} interpolated x{k}")]
+    return []
 
 
 def _hstack(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
