@@ -337,8 +337,9 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     ``start(frames)`` is called once before decoding with the frame count the header announces
     (0 if unknown); ``progress(frames_decoded, pairs_written)`` as work advances; ``warn(msg)`` for
     conversions and ghosting. Raises BlurforgeError on bad input (no shard is left behind).
-    Summary ``flicker_found``: whether the median flicker amplitude is large enough to matter
-    (``photometric.flicker_found``); the gains are divided out either way.
+    Summary ``flicker_found``: whether any pair's flicker was significant and corrected
+    (``photometric.fit_gains``), with ``flicker_pairs``, the median ``flicker_amplitude`` and
+    ``flicker_significance``; ``interpolated_windows`` counts windows with sub-frames.
     """
     warn = warn or (lambda m: None)
     clip = Path(clip)

@@ -1,4 +1,4 @@
-"""Per-frame analysis on small grey images: sharpness, scene cuts, global motion; and centre choice.
+"""Per-frame analysis on small grey images: sharpness and scene cuts; and centre choice.
 
 All of it runs on downscaled frames, so it costs a small fraction of decoding.
 """
@@ -14,9 +14,9 @@ def _halve(img: np.ndarray) -> np.ndarray:
 
 
 def grey_pyramid(half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """From a half-size grey uint8 frame (sharpness): a 240-479 px wide uint8 copy (motion: phase
-    correlation cost grows with size, its sub-pixel accuracy does not need more); and half of that
-    again, float32 (brightness, cuts)."""
+    """From a half-size grey uint8 frame (sharpness): a 240-479 px wide uint8 copy (motion: the
+    trajectory, gains and optical flow of ``blurforge.motion``); and half of that again, float32
+    (cuts)."""
     motion = half
     while motion.shape[1] >= 480:
         motion = _halve(motion)
@@ -44,19 +44,6 @@ def cut_score(prev_small: np.ndarray, small: np.ndarray) -> float:
     a = prev_small / (prev_small.mean() + 1e-6)
     b = small / (small.mean() + 1e-6)
     return float(np.abs(a - b).mean() * 100.0)
-
-
-_hann_cache: dict = {}
-
-
-def shift_px(prev_small: np.ndarray, small: np.ndarray, scale: float) -> float:
-    """Global frame-to-frame translation magnitude in full-resolution pixels (phase correlation)."""
-    key = small.shape
-    if key not in _hann_cache:
-        _hann_cache[key] = cv2.createHanningWindow((small.shape[1], small.shape[0]), cv2.CV_32F)
-    # phaseCorrelate windows its inputs in place: hand it float copies
-    (dx, dy), _ = cv2.phaseCorrelate(prev_small.astype(np.float32), small.astype(np.float32), _hann_cache[key])
-    return float(np.hypot(dx, dy) * scale)
 
 
 class CentrePicker:
