@@ -57,14 +57,11 @@ def grow_box(box, scale: float, pad: float, width: int, height: int) -> tuple[in
             min(width, int(math.ceil((x + w) * scale + pad))), min(height, int(math.ceil((y + h) * scale + pad))))
 
 
-_dis = None
-
-
 def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    global _dis
-    if _dis is None:
-        _dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return _dis.calc(a, b, None)
+    """DIS flow (medium preset) from ``a`` to ``b``. A new instance each time: a reused one keeps
+    state between calls that changed results with what it computed before (measured: the same clip
+    gave other pixels after another clip in the same process)."""
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
 
 
 def _grey_half(rgb_lin: np.ndarray) -> np.ndarray:
