@@ -52,7 +52,7 @@ def test_clip_shorter_than_window(tmp_path):
 def test_low_fps_refused_unless_forced(tmp_path):
     clip = make_clip(tmp_path / "slow.mp4", frames=120, fps=120)
     code, out = run("extract", clip, "--out", tmp_path / "o", "--windows", "9")
-    assert_one_line_error(code, out, "120 fps", "ms exposure", "--force")
+    assert_one_line_error(code, out, "120 fps", "ms apart", "ghost copies", "--force")
     code, out = run("extract", clip, "--out", tmp_path / "o", "--windows", "9", "--force")
     assert code == 0, out
     assert (tmp_path / "o" / "slow.h5").exists()
