@@ -67,6 +67,16 @@ def test_fast_object_at_960fps_is_closer_to_the_exposure(tmp_path_factory, speed
         assert k >= speed - 2 and 0 < conf <= 1
 
 
+def test_gains_are_divided_out_before_the_sub_frames(tmp_path_factory):
+    """4% flicker with the fast object: the exposure truth divides the true gains out, so the
+    interpolated blur is only closer if the estimated gains were applied to the frames it warps."""
+    path, cfg = _clip(tmp_path_factory, "flicker", frames=120, object_speed=12, flicker=0.04, seed=47)
+    rows = _gains(cfg, _both(path, [36], stride=40), [36])
+    assert rows
+    for c, w, gain, still, _k, _conf in rows:
+        assert gain >= 3.0 and still >= -0.5, (c, w, gain, still)
+
+
 def test_fast_object_at_240fps_windows_9_18(tmp_path_factory):
     path, cfg = _clip(tmp_path_factory, "fast240", fps=240.0, frames=90, object_speed=24, seed=44)
     rows = _gains(cfg, _both(path, [9, 18], stride=18), [9, 18], max_pairs=3)
