@@ -77,11 +77,9 @@ def _read(path: Path) -> np.ndarray:
 
 def read_rgb(path: Path) -> np.ndarray:
     """An image file as RGB (uint8 or uint16) HxWx3; grey images are repeated into 3 channels."""
+    img = _read(path)
     if path.suffix.lower() in RAW_SUFFIXES:
-        return read_raw(path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.dtype not in (np.uint8, np.uint16):
-        raise BlurforgeError(f"{path}: not a readable 8- or 16-bit PNG/TIFF")
+        return img
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:
