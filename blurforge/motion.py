@@ -56,6 +56,28 @@ def _similarity(d: np.ndarray, cx: float, cy: float) -> np.ndarray:
                      [0.0, 0.0, 1.0]])
 
 
+def _spread_strongest(mag: np.ndarray, points: int, cells: int = 8) -> np.ndarray:
+    """Flat indices of about ``points`` pixels with the strongest gradients, taken cell by cell on a
+    cells x cells grid (the strongest per cell, if textured at all): spread over the picture, so a
+    textured moving object cannot hold most of them and drag the camera's warp along with it."""
+    h, w = mag.shape
+    per = max(1, points // (cells * cells))
+    floor = 1e-4 * float(mag.max()) if mag.size else 0.0
+    out = []
+    for r in range(cells):
+        y0, y1 = r * h // cells, (r + 1) * h // cells
+        for c in range(cells):
+            x0, x1 = c * w // cells, (c + 1) * w // cells
+            cell = mag[y0:y1, x0:x1].ravel()
+            k = min(per, int(np.count_nonzero(cell > floor)))
+            if not k:
+                continue
+            best = np.argpartition(cell, cell.size - k)[cell.size - k:]
+            by, bx = np.divmod(best, x1 - x0)
+            out.append((by + y0) * w + bx + x0)
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
 class Tracker:
     """Registers frames to one template (the window's centre frame), see the module docstring."""
 
@@ -69,10 +91,7 @@ class Tracker:
         mag = gx * gx + gy * gy
         b = min(BORDER, h // 4, w // 4)
         mag[:b], mag[-b:], mag[:, :b], mag[:, -b:] = 0, 0, 0, 0
-        flat = mag.ravel()
-        k = min(points, int(np.count_nonzero(flat)))
-        idx = np.argpartition(flat, flat.size - k)[flat.size - k:] if k else np.zeros(0, np.int64)
-        idx = np.sort(idx)
+        idx = _spread_strongest(mag, points)
         ys, xs = np.divmod(idx, w)
         self.pts = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)      # [3, K]
         self.tval = t.ravel()[idx].astype(np.float64)
@@ -81,7 +100,10 @@ class Tracker:
         # steepest-descent images: shift x, shift y, roll, zoom, then gain and offset
         self.sd = np.stack([gxs, gys, xc * gys - yc * gxs, xc * gxs + yc * gys, self.tval,
                             np.ones_like(self.tval)], axis=1)
-        self.ok = k >= 32
+        # each point weighs the same whatever its contrast (residual / gradient: a displacement),
+        # so a few strongly textured points (a moving object) cannot outvote the rest
+        self.wt = 1.0 / np.sqrt(gxs * gxs + gys * gys + float(np.median(gxs * gxs + gys * gys)) * 0.01 + 1e-6)
+        self.ok = len(idx) >= 32
 
     def _sample(self, img: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = m @ self.pts                                                         # [2, K]
@@ -105,12 +127,12 @@ class Tracker:
             use = inside if keep is None else inside & keep
             if np.count_nonzero(use) < 32:
                 return m[:2], 0.0
-            a = self.sd[use]
+            a = self.sd[use] * self.wt[use, None]
             try:
-                d = np.linalg.solve(a.T @ a, a.T @ e[use])
+                d = np.linalg.solve(a.T @ a, a.T @ (e[use] * self.wt[use]))
             except np.linalg.LinAlgError:
                 return m[:2], 0.0
-            r = e - self.sd @ d
+            r = (e - self.sd @ d) * self.wt          # residuals as displacements (px), comparable across points
             sigma = 1.4826 * float(np.median(np.abs(r[use]))) + 1e-3
             keep = np.abs(r) <= 3.0 * sigma
             share = float(np.count_nonzero(inside & keep)) / len(e)
