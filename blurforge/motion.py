@@ -4,8 +4,9 @@ Every frame of a window is sharp and decoded, so the camera's path over the expo
 measured rather than guessed from the blur. ``Tracker`` registers each frame of a window to its
 centre frame directly (not chained, so errors do not add up along the window) by inverse-
 compositional Lucas-Kanade on small grey frames: a similarity warp (shift, roll, zoom) plus a
-brightness gain and offset (flicker), on the few thousand strongest-gradient pixels of the centre
-frame, with pixels that do not follow the camera (moving objects, occlusions) dropped as outliers.
+brightness gain and offset (flicker), on a few thousand strong-gradient pixels of the centre frame
+spread over the picture, with pixels that do not follow the camera (moving objects, occlusions)
+dropped as outliers.
 The template's gradients are computed once per window, so each frame costs a few small
 ``remap`` calls. The weighted mean of the per-frame warps is where the blur of each point is
 centred (the blur kernel's centroid): the warp ``align`` registers the blur with.
