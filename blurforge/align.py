@@ -46,6 +46,7 @@ DEFAULT_LEVELS = (4, 2)
 # disagreement larger than this and than the path's own extent (``path_extent``) flags the pair.
 DEFAULT_MAX_DISAGREE = 4.0   # px, median over the picture
 MIN_TRACK_INLIERS = 0.5      # a trajectory whose worst frame kept fewer template pixels is not used
+SCORE_SLACK = 0.05           # at the centroid, a score this close to ECC's own optimum passes below min_score
 MIN_LEVEL_SIDE = 48          # a pyramid level whose short side is below this is skipped
 FINE_LEVEL_SIDE = 240        # the finest level is refined further until its short side reaches this
 CLIP_HI = 250                # codes at or above count as saturated (left out of the gain fit)
@@ -359,13 +360,15 @@ def render_aligned(blur: np.ndarray, warp: np.ndarray, gain: np.ndarray, lut: np
 
 def correlation(ref: Reference, blur: np.ndarray, warp: np.ndarray) -> float:
     """ECC's criterion at a given warp: the correlation coefficient of the zero-mean sharp and
-    warped blurred grey images (linear light) at the finest pyramid level."""
+    warped blurred grey images (linear light) at the finest pyramid level, both smoothed as ECC
+    smooths them, so it compares with ECC's own score."""
     k = ref.levels[-1]
     tmpl = ref.pyramid[k]
     g = _resize(grey(blur, ref.lut), k)
     w = rescale_warp(warp, np.eye(3), level_matrix(blur.shape[:2], tmpl.shape))
     moved = warp_image(g, w, cv2.INTER_LINEAR)
-    return float(cv2.computeECC(tmpl, moved))
+    smooth = [cv2.GaussianBlur(x, (5, 5), 0) for x in (tmpl, moved)]      # findTransformECC's gaussFiltSize=5
+    return float(cv2.computeECC(*smooth))
 
 
 def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.ndarray | None = None,
@@ -378,7 +381,9 @@ def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.nd
     ``Reference`` is given (it carries its own). ``centroid``: the exposure's centroid warp (3x3,
     sharp px -> blur px, from the window's measured trajectory): when given it is the warp, its
     score is ECC's criterion evaluated there, and ECC's own optimum only cross-checks it (the
-    pair is flagged when they are more than ``max_disagree`` px apart). Returns the warp, gain,
+    pair is flagged when they are more than ``max_disagree`` px apart); its score passes when it is
+    ``min_score`` or within SCORE_SLACK of ECC's own optimum (strong blur correlates poorly with
+    any sharp image, however well aligned). Returns the warp, gain,
     score, margin and ok flag, plus the aligned uint8 image when ``render``. A pair whose ECC
     fails (without a centroid), scores below ``min_score`` or moves more than ``max_shift`` px is
     flagged (ok=False), never dropped: it still gets an output image.
@@ -395,9 +400,13 @@ def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.nd
         warp = rescale_warp(warp, a, np.eye(3))
         score, reason = 0.0, "ecc failed"
     ecc_px = math.nan
+    floor = min_score
     if centroid is not None:
         if not reason:
             ecc_px = warp_error(warp, centroid, h, w)
+            # strong blur correlates poorly with anything sharp: judge the centroid against the best
+            # correlation ECC could find for this pair, not only the fixed floor
+            floor = min(min_score, score - SCORE_SLACK)
         warp, reason = np.asarray(centroid, np.float64), ""
         try:
             score = correlation(ref, blur, warp)
@@ -409,7 +418,7 @@ def align_pair(sharp, blur: np.ndarray, motion: str = DEFAULT_MOTION, lut: np.nd
     if not math.isfinite(shift) or not np.all(np.isfinite(warp)):
         warp, shift, reason = np.eye(3), math.inf, reason or "ecc failed"
     margin = valid_margin(warp, h, w)
-    if not reason and score < min_score:
+    if not reason and score < floor:
         reason = "low score"
     if not reason and (shift > max_shift or margin >= min(h, w) // 4):
         reason = "large shift"
