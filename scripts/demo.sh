@@ -54,7 +54,7 @@ blurforge extract "$OUT"/clips/val/*.mp4 --windows "$WINDOWS" --stride 37 --out 
 blurforge extract "$OUT"/clips/heldout/*.mp4 --windows "$WINDOWS" --stride 37 --out "$OUT/data/heldout"
 blurforge extract "$OUT/clips/flicker.mp4" --windows "$WINDOWS" --out "$OUT/data/flicker"
 
-echo "== 3. align every pair (ECC + per-channel gain), verify, inspect"
+echo "== 3. align every pair (to the exposure centroid from the measured trajectory, checked by ECC; per-channel gain), verify, inspect"
 blurforge align "$OUT/data" --jobs "$JOBS" --quiet
 blurforge verify "$OUT/data" --quiet
 blurforge inspect "$OUT/data/heldout" "$OUT/data/flicker" --sheet "$OUT/contact_sheet.png"
