@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from blurforge.align import align_pair, warp_error  # noqa: E402
 from blurforge.averaging import half_span, window_weights  # noqa: E402
+from blurforge.errors import BlurforgeError  # noqa: E402
 from blurforge.extract import ExtractOptions, extract_clip  # noqa: E402
 from blurforge.synth import GAMMA, SynthConfig, camera_warps, render_exposure, synthesize, truth_table  # noqa: E402
 from blurforge.video import iter_frames  # noqa: E402
@@ -337,9 +338,9 @@ def issue13_cases(quick: bool) -> list[dict]:
          "windows": [9, 18], "stride": 18, "pairs": 1 if quick else 3},
         {"name": "slow2", "synth": {**base, "frames": f960, "object_speed": 2, "seed": 45},
          "windows": w960, "stride": s960, "pairs": p},
-        {"name": "pan", "synth": {**base, "frames": 100 if quick else 160, "moving_object": False, "pan_px_s": 3000,
+        {"name": "pan", "synth": {**base, "frames": 100, "moving_object": False, "pan_px_s": 3000,
                                   "shake_px": 0.0, "seed": 46},
-         "windows": [18] if quick else [18, 36], "stride": 30 if quick else 40, "pairs": p},
+         "windows": [18] if quick else [18, 36], "stride": 30, "pairs": p},
     ]
 
 
@@ -399,7 +400,10 @@ def issue13(clips: Clips, quick: bool) -> dict:
            "swept": "pixels within radius + 3 px of the disc at some time of the exposure; outside: the rest",
            "gain": "PSNR(auto) - PSNR(off), dB", "cases": {}}
     for case in issue13_cases(quick):
-        res["cases"][case["name"]] = issue13_case(clips, case, sub)
+        try:
+            res["cases"][case["name"]] = issue13_case(clips, case, sub)
+        except BlurforgeError as e:        # e.g. no sharp centre with a whole window: say so, go on
+            res["cases"][case["name"]] = {"synth": case["synth"], "error": str(e)}
     return res
 
 
