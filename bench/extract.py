@@ -17,7 +17,17 @@ the same clips (``--baseline-on``: the clip, and the 3x longer one, which has mo
 alternating ffmpeg / before / after, and reports both ratios to ffmpeg, the time extract added
 (after / before - 1, wall and CPU), and a per-stage profile of the per-pair motion work of the
 working tree (``track_window``, ``measure_ratios`` + ``fit_gains``, ``FlowMeter.step``) on the
-clip's own small frames, with the share of extract's CPU time it accounts for.
+clip's own small frames, with the share of extract's CPU time it accounts for. ``--interpolate
+off|auto|K`` sets the working tree's ``extract --interpolate`` (the baseline runs as it was).
+
+``--interp`` is the sub-frame interpolation benchmark: a 1 s clip (960 frames at 960 fps) with the
+disc crossing at ``--object-speed`` px/frame at 640 px width (4: 12 px/frame at 1080p; it re-enters
+on the left, so every window needs interpolation), extract with ``--interpolate auto`` and ``off``
+alternating with ffmpeg's decode: both ratios (wall and CPU), the share of frames averaged, the
+shard's ``meta/<W>/interp_*`` per pair (whether every pair was interpolated), and a profile of one
+instrumented run: ``interval_fix`` per interval and its parts (flow, source maps, remaps).
+
+    python bench/extract.py --interp --keep DIR --repeats 3 [--stride 73] [--object-speed 4]
 """
 from __future__ import annotations
 
@@ -32,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -43,28 +55,30 @@ import json, resource, sys, time
 from pathlib import Path
 import blurforge
 from blurforge.extract import ExtractOptions, extract_clip
+kw = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+kw.setdefault("windows", [36, 73])
 t = time.perf_counter()
-s = extract_clip(sys.argv[1], ExtractOptions(windows=[36, 73], out=Path(sys.argv[2]), overwrite=True))
+s = extract_clip(sys.argv[1], ExtractOptions(out=Path(sys.argv[2]), overwrite=True, **kw))
 dt = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pairs"],
+print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pairs"], "shard": s.get("shard"),
                   "cpu_seconds": ru.ru_utime + ru.ru_stime, "package": blurforge.__file__,
                   "fused_kernel": __import__("blurforge.averaging").averaging._accumulate is not None,
                   "peak_rss_mb": ru.ru_maxrss / 1024}))
 """
-
 
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 
-def run_extract(clip: Path, out: Path, root: Path = ROOT) -> dict:
+def run_extract(clip: Path, out: Path, root: Path = ROOT, opts: dict | None = None) -> dict:
     """Run extract in a child process importing ``blurforge`` from ``root`` (the working tree or a
-    baseline export): the child runs in ``root`` so nothing else on sys.path shadows it."""
+    baseline export): the child runs in ``root`` so nothing else on sys.path shadows it.
+    ``opts``: ExtractOptions fields beside windows 36,73 (a baseline may not know newer ones)."""
     env = dict(os.environ, PYTHONPATH=str(root))
-    res = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out)], capture_output=True,
-                         text=True, cwd=root, env=env)
+    res = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out), json.dumps(opts or {})],
+                         capture_output=True, text=True, cwd=root, env=env)
     if res.returncode:
         sys.exit(f"extract ({root}) failed:\n{res.stderr[-3000:]}")
     r = json.loads(res.stdout.strip().splitlines()[-1])
@@ -183,10 +197,161 @@ def profile_motion(clip: Path, pairs_spacing: int = 73, windows: tuple[int, ...]
     return out
 
 
+PROFILE_CHILD = """
+import collections, json, sys, threading, time
+from pathlib import Path
+import cv2
+import blurforge.extract as ex
+import blurforge.interpolate as ip
+rec = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])   # calls, inclusive wall, exclusive wall, thread CPU
+local = threading.local()
+def timed(name, fn):
+    def f(*a, **k):
+        st = getattr(local, "stack", None)
+        if st is None:
+            st = local.stack = []
+        t0, c0 = time.perf_counter(), time.thread_time()
+        st.append(0.0)
+        try:
+            return fn(*a, **k)
+        finally:
+            dt, nested = time.perf_counter() - t0, st.pop()
+            r = rec[name]
+            r[0] += 1; r[1] += dt; r[2] += dt - nested; r[3] += time.thread_time() - c0
+            if st:
+                st[-1] += dt
+    return f
+class Cv2:
+    def __getattr__(self, n):
+        return getattr(cv2, n)
+for n in ("remap", "resize", "addWeighted", "cvtColor", "morphologyEx", "dilate", "add"):
+    setattr(Cv2, n, staticmethod(timed("cv2." + n, getattr(cv2, n))))
+ip.cv2 = Cv2()
+for n in ("_flow", "_source", "_half_end", "_changing", "_grey_half", "_inside"):
+    setattr(ip, n, timed(n, getattr(ip, n)))
+fixes = []
+inner = timed("interval_fix", ip.interval_fix)
+def interval_fix(a, b, box, *args, **kw):
+    t = time.perf_counter()
+    fix = inner(a, b, box, *args, **kw)
+    fixes.append((fix.factor, a.shape[0] * a.shape[1], time.perf_counter() - t))
+    return fix
+ex.interval_fix = interval_fix
+ex._linear_crop = timed("_linear_crop", ex._linear_crop)
+ex._interval_fixes = timed("_interval_fixes", ex._interval_fixes)
+kw = json.loads(sys.argv[3])
+t = time.perf_counter()
+s = ex.extract_clip(sys.argv[1], ex.ExtractOptions(out=Path(sys.argv[2]), overwrite=True, **kw))
+print(json.dumps({"seconds": time.perf_counter() - t, "pairs": s["pairs"], "frames": s["frames_decoded"],
+                  "stages": {k: v for k, v in rec.items()}, "fixes": fixes}))
+"""
+
+
+def profile_interp(clip: Path, out: Path, opts: dict) -> dict:
+    """One instrumented extract (interpolate auto) in a child: wall time in ``interval_fix`` per
+    corrected interval at full resolution, and inside it, exclusive of what they call, ``_flow``
+    (DIS, two per interval), ``_source`` (fixed-point source maps), ``cv2.remap`` (samples of the
+    frames and of the trust masks), ``_half_end`` (odd windows' end half intervals), the rest
+    (numpy: masks, blends, the delta); beside them ``_linear_crop`` (the boxes to linear light)."""
+    res = subprocess.run([sys.executable, "-c", PROFILE_CHILD, str(clip), str(out), json.dumps(opts)],
+                         capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if res.returncode:
+        sys.exit(f"profiled extract failed:\n{res.stderr[-3000:]}")
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    fixes = [f for f in r["fixes"]]
+    n = len(fixes)
+    st = r["stages"]
+    total_fix = st.get("interval_fix", [0, 0.0, 0.0, 0.0])[1]
+    stages = {k: {"calls": v[0], "ms_per_interval": round(v[2] * 1e3 / max(1, n), 2),
+                  "share_of_interval_fix": round(v[2] / total_fix, 3) if total_fix else None}
+              for k, v in sorted(st.items(), key=lambda kv: -kv[1][2])
+              if k not in ("_interval_fixes",)}
+    stages["interval_fix"]["note"] = "its own numpy work (masks, blends, deltas), outside the calls listed"
+    fx = [f[0] for f in fixes]
+    return {
+        "intervals": n, "profiled_extract_seconds": round(r["seconds"], 2),
+        "interval_fix_ms": _spread([f[2] * 1e3 for f in fixes], 1) if n else None,
+        "interval_fix_ms_mean": round(total_fix * 1e3 / max(1, n), 1),
+        "interval_fix_total_s": round(total_fix, 2),
+        "interval_fix_thread_cpu_s": round(st.get("interval_fix", [0, 0, 0, 0.0])[3], 2),
+        "interval_fix_share_of_extract_wall": round(total_fix / r["seconds"], 3),
+        "interval_fixes_total_s (with crops)": round(st.get("_interval_fixes", [0, 0.0])[1], 2),
+        "factor": _spread(fx, 1) if n else None,
+        "box_megapixels": _spread([f[1] / 1e6 for f in fixes], 3) if n else None,
+        "stages_exclusive": stages,
+    }
+
+
+def interp_meta(shard: str, windows: list[int]) -> dict:
+    """Per window: pairs, intervals corrected per pair (median, range, the least), factor, confidence."""
+    import h5py
+
+    out = {}
+    with h5py.File(shard, "r") as f:
+        for w in windows:
+            k = np.asarray(f[f"meta/{w}/interp_intervals"])
+            fa = np.asarray(f[f"meta/{w}/interp_factor"])
+            co = np.asarray(f[f"meta/{w}/interp_confidence"])
+            mo = np.asarray(f[f"meta/{w}/motion_px"])
+            out[str(w)] = {"pairs": int(k.size), "every_pair_interpolated": bool(k.size and (k > 0).all()),
+                           "interp_intervals_per_pair": _spread(k.tolist(), 1), "least": int(k.min()),
+                           "interp_factor": _spread(fa.tolist(), 1), "interp_confidence": _spread(co.tolist()),
+                           "motion_px": _spread(mo.tolist(), 2)}
+    return out
+
+
+def interp_bench(args, keep: Path, d: Path) -> dict:
+    """``--interp``: the 1 s 1080p clip with a fast object (every window needs interpolation),
+    extract with interpolate auto and off, alternating with ffmpeg's decode; their ratios, the
+    shard's interp_* fields and a profile of the interpolation."""
+    w, h = (int(v) for v in args.size.split("x"))
+    frames = args.frames or 960
+    tag = f"{w}x{h}-{frames}-s{args.object_speed:g}-crf{args.crf}"
+    clip = keep / f"interp-{tag}.mp4"
+    t = time.perf_counter()
+    if not clip.exists():
+        synthesize(clip, SynthConfig(width=w, height=h, fps=960, frames=frames, flicker=0.04, seed=1, crf=args.crf,
+                                     object_speed=args.object_speed))
+    synth_s = time.perf_counter() - t
+    base = {"windows": [36, 73]}
+    if args.stride:
+        base["stride"] = args.stride
+    modes = ("auto", "off")
+    load_before = os.getloadavg()
+    ceilings, ff_cpu, runs = [], [], {m: [] for m in modes}
+    for i in range(args.repeats):
+        fps, cpu = ffmpeg_null(clip, frames)
+        ceilings.append(fps)
+        ff_cpu.append(cpu)
+        for m in (modes if i % 2 == 0 else modes[::-1]):
+            runs[m].append(run_extract(clip, d / f"out_{m}", opts={**base, "interpolate": m}))
+    report = {"mode": "interp", "size": args.size, "frames": frames, "fps": 960, "windows": base["windows"],
+              "stride": args.stride or "default (the largest window)", "cpus": os.cpu_count(),
+              "object_px_per_frame": round(args.object_speed * w / 640, 1),
+              "bitrate_mbps": round(clip.stat().st_size * 8 / (frames / 960) / 1e6, 1),
+              "ffmpeg_null_fps": _spread(ceilings, 1), "synth_seconds": round(synth_s, 1)}
+    for m in modes:
+        rs = runs[m]
+        report[m] = {"ratio_vs_ffmpeg_null": _spread([x["frames"] / x["seconds"] / c for x, c in zip(rs, ceilings)]),
+                     "cpu_ratio_vs_ffmpeg_null": _spread([c / x["cpu_seconds"] for x, c in zip(rs, ff_cpu)]),
+                     "extract_fps": _spread([x["frames"] / x["seconds"] for x in rs], 1),
+                     "seconds": _spread([x["seconds"] for x in rs], 2),
+                     "cpu_seconds": _spread([x["cpu_seconds"] for x in rs], 2),
+                     "pairs": rs[0]["pairs"], "frames_averaged_share": round(rs[0]["pairs"] * 73 / rs[0]["frames"], 2),
+                     "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rs), 1)}
+    report["auto"]["target"], report["off"]["target"] = 0.3, 0.6
+    report["auto_over_off_time"] = _spread([a["seconds"] / o["seconds"] for a, o in zip(runs["auto"], runs["off"])])
+    report["interp_meta"] = interp_meta(runs["auto"][0]["shard"], base["windows"])
+    report["load_average_before_after"] = [round(x, 2) for x in load_before + os.getloadavg()]
+    if not args.no_profile:
+        report["interp_profile"] = profile_interp(clip, d / "out_prof", {**base, "interpolate": "auto"})
+    return report
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1920x1080")
-    ap.add_argument("--frames", type=int, default=480)
+    ap.add_argument("--frames", type=int, default=None, help="clip length (default 480; 960 with --interp)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--crf", type=int, default=16, help="x264 quality of the synthetic clip")
     ap.add_argument("--keep", default=None, help="keep the clips in this folder (and reuse them)")
@@ -194,7 +359,21 @@ def main():
                     help="also time extract as of this git revision, alternating with the working tree's")
     ap.add_argument("--baseline-on", default="clip,long",
                     help="clips the before/after comparison runs on: clip, long (3x longer, more pairs) or both")
+    ap.add_argument("--interpolate", default=None, help="the working tree's extract --interpolate (default: its own)")
+    ap.add_argument("--interp", action="store_true",
+                    help="the interpolation benchmark: 1 s clip, fast object, extract --interpolate auto and off")
+    ap.add_argument("--object-speed", type=float, default=4.0, help="--interp: px/frame at 640 px width")
+    ap.add_argument("--stride", type=int, default=None, help="--interp: extract's stride (default: its own)")
+    ap.add_argument("--no-profile", action="store_true", help="--interp: skip the instrumented run")
     args = ap.parse_args()
+    if args.interp:
+        with tempfile.TemporaryDirectory() as d:
+            keep = Path(args.keep) if args.keep else Path(d)
+            keep.mkdir(parents=True, exist_ok=True)
+            print(json.dumps(interp_bench(args, keep, Path(d)), indent=2))
+        return
+    args.frames = args.frames or 480
+    mine = {"interpolate": args.interpolate} if args.interpolate else None
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -209,15 +388,16 @@ def main():
         synth_s = time.perf_counter() - t
         base = export_revision(args.baseline, d / "baseline") if args.baseline else None
         load_before = os.getloadavg()
-        ceilings, ff_cpu, runs, base_runs = alternate(clip, args.frames, args.repeats, d, base)
+        ceilings, ff_cpu, runs, base_runs = alternate(clip, args.frames, args.repeats, d, base, mine)
         ratios = sorted(run["frames"] / run["seconds"] / c for run, c in zip(runs, ceilings))
         ceiling = sorted(ceilings)[len(ceilings) // 2]
         r = sorted(runs, key=lambda x: x["seconds"])[len(runs) // 2]
         fps = r["frames"] / r["seconds"]
-        long_run = run_extract(long, d / "out_long")
+        long_run = run_extract(long, d / "out_long", opts=mine)
         long_ceiling = ffmpeg_null_fps(long, 3 * args.frames)
         report = {
             "size": args.size, "frames": args.frames, "windows": [36, 73], "cpus": os.cpu_count(),
+            "interpolate": args.interpolate or "default",
             "bitrate_mbps": round(clip.stat().st_size * 8 / (args.frames / 960) / 1e6, 1),
             "extract_fps": round(fps, 1), "ffmpeg_null_fps": round(ceiling, 1),
             "ratio_vs_ffmpeg_null": round(ratios[len(ratios) // 2], 3),
@@ -237,29 +417,30 @@ def main():
             prof = profile_motion(clip)
             report["before_after"] = {"clip": baseline_report(args.baseline, runs, base_runs, ceilings, ff_cpu, prof)}
             if "long" in args.baseline_on.split(","):
-                lc, lf, lr, lb = alternate(long, 3 * args.frames, args.repeats, d, base)
+                lc, lf, lr, lb = alternate(long, 3 * args.frames, args.repeats, d, base, mine)
                 report["before_after"]["long"] = baseline_report(args.baseline, lr, lb, lc, lf, prof)
             report["profile_after"] = prof
         report["load_average_before_after"] = [round(x, 2) for x in load_before + os.getloadavg()]
         print(json.dumps(report, indent=2))
 
 
-def alternate(clip: Path, frames: int, repeats: int, d: Path, base: Path | None) -> tuple[list, list, list, list]:
-    """Repeats of ffmpeg, then extract (working tree), or with ``base`` ffmpeg then before and after
-    extract in alternating order: (ffmpeg fps, ffmpeg CPU s, after runs, before runs)."""
+def alternate(clip: Path, frames: int, repeats: int, d: Path, base: Path | None,
+              opts: dict | None = None) -> tuple[list, list, list, list]:
+    """Repeats of ffmpeg, then extract (working tree, with ``opts``), or with ``base`` ffmpeg then
+    before and after extract in alternating order: (ffmpeg fps, ffmpeg CPU s, after runs, before runs)."""
     ceilings, ff_cpu, runs, base_runs = [], [], [], []
     for i in range(repeats):
         fps, cpu = ffmpeg_null(clip, frames)
         ceilings.append(fps)
         ff_cpu.append(cpu)
         if base is None:
-            runs.append(run_extract(clip, d / "out"))
+            runs.append(run_extract(clip, d / "out", opts=opts))
             continue
         for which in (("before", "after") if i % 2 == 0 else ("after", "before")):
             if which == "before":
                 base_runs.append(run_extract(clip, d / "out_before", base))
             else:
-                runs.append(run_extract(clip, d / "out"))
+                runs.append(run_extract(clip, d / "out", opts=opts))
     return ceilings, ff_cpu, runs, base_runs
 
 
