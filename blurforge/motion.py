@@ -237,8 +237,9 @@ class FlowMeter:
     DIS flow (OpenCV, ultrafast preset) from each small grey frame to the next. A pixel moves on its
     own where the flow departs from the camera's warp by more than OWN_PX (full-resolution px) after
     a 3x3 median, the flow carries the frame onto the next within MATCH_CODES (a backward flow
-    measured the same at twice the cost, bench/extract.py), and the picture has texture there (flow
-    in a flat region is noise, and nothing moving over it can show ghosts). There its speed is the
+    measured the same at twice the cost, bench/extract.py) while the camera's warp does not, and
+    the picture has texture there (flow in a flat region is noise, and nothing moving over it can
+    show ghosts). There its speed is the
     flow's; elsewhere the camera warp's, which is exact where flow is noisy (its tail over-reads a
     1 px/frame shake by up to 2x).
     """
@@ -282,7 +283,8 @@ class FlowMeter:
         rx, ry = cv2.split(cv2.subtract(fwd, cam))
         s = np.float32(scale)
         own = cv2.medianBlur(cv2.magnitude(rx, ry), 3) > self.OWN_PX / s
-        own &= agree & self._textured(prev)
+        by_camera = cv2.remap(cur, cv2.add(grid, cam), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        own &= agree & (cv2.absdiff(by_camera, prev) >= self.MATCH_CODES) & self._textured(prev)
         fx, fy = cv2.split(fwd)
         cx, cy = cv2.split(cam)
         speed = np.where(own, cv2.medianBlur(cv2.magnitude(fx, fy), 3), cv2.magnitude(cx, cy)) * s
