@@ -27,7 +27,7 @@ from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
-from .interpolate import MAX_FACTOR, SUBSTEP_PX, IntervalFix, grow_box, interval_fix
+from .interpolate import MAX_FACTOR, IntervalFix, grow_box, interval_fix
 from .motion import FlowMeter, centroid, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
@@ -284,7 +284,7 @@ def _linear_crop(frame, gain: float, curve, depth16: bool, box) -> np.ndarray:
 
 
 def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, curve, depth16: bool, scale: float,
-                    full_hw: tuple[int, int], mode: str, windows: list[int]) -> dict:
+                    full_hw: tuple[int, int], mode: str, windows: list[int], ghost_px: float = GHOST_PX) -> dict:
     """Sub-frame corrections (``interpolate.interval_fix``) of the intervals t-1 -> t of the window
     c-H .. c+H whose local motion exceeds a pixel, summed per window over the intervals inside it.
 
@@ -300,14 +300,14 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
     last_steps = {c + half_span(w) for w in windows if w % 2}
     for t in range(c - H + 1, c + H + 1):
         st = steps[t]
-        if st.box is None or st.speed <= SUBSTEP_PX:
+        if st.box is None or st.speed <= ghost_px:
             continue
         k = None if mode == "auto" else int(mode)
         box = grow_box(st.box, scale, st.speed + 8, full_hw[1], full_hw[0])
         i = t - (c - H)
         a = _linear_crop(entries[i - 1][0], gains[i - 1], curve, depth16, box)
         b = _linear_crop(entries[i][0], gains[i], curve, depth16, box)
-        fix = interval_fix(a, b, box, k, before=t in first_steps, after=t in last_steps)
+        fix = interval_fix(a, b, box, k, before=t in first_steps, after=t in last_steps, reach=st.speed)
         if fix.factor <= 1:
             continue
         k = fix.factor
@@ -418,7 +418,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                 i = t - (c - H)
                 steps[t] = flow.step(greys[i - 1], greys[i], track.step(i), scale)
         fixed = _interval_fixes(entries, c, H, steps, fit.gains, curve, depth16, scale, full_hw,
-                                opts.interpolate, windows)
+                                opts.interpolate, windows, opts.ghost_px)
         corrections = {w: fixed[w][0] for w in windows}
         boxes = {w: _crop_box(steps[max(range(c - half_span(w) + 1, c + half_span(w) + 1),
                                         key=lambda t: steps[t].speed)], scale, full_hw) for w in windows}
