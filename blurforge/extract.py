@@ -27,7 +27,7 @@ from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
-from .interpolate import MAX_FACTOR, IntervalFix, grow_box, interval_fix
+from .interpolate import MAX_FACTOR, grow_box, interval_fix
 from .motion import FlowMeter, centroid, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
@@ -289,44 +289,47 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
     c-H .. c+H whose local motion exceeds a pixel, summed per window over the intervals inside it.
 
     ``mode``: auto, off, or a fixed factor. Returns {w: (corrections for ``average_windows``,
-    largest factor, intervals corrected, mean confidence)}; a window's corrections are one box,
-    the union of its intervals' boxes, so memory stays that of one (partial) frame per window.
+    largest factor, intervals corrected, mean confidence)}. Each interval's correction is added to
+    its windows' sums as soon as it is made, so memory stays one frame-sized sum per window.
     """
     out = {w: ([], 1, 0, 1.0) for w in windows}
     if mode == "off":
         return out
-    fixes, ends = {}, {}
+    sums: dict = {}
+    stats: dict = {w: [] for w in windows}
     first_steps = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
     last_steps = {c + half_span(w) for w in windows if w % 2}
+
+    def add(w, box, delta):
+        acc = sums.get(w)
+        if acc is None:
+            acc = sums[w] = np.zeros((full_hw[0], full_hw[1], 3), np.float32)
+        acc[box[1]:box[3], box[0]:box[2]] += delta
+
     for t in range(c - H + 1, c + H + 1):
         st = steps[t]
         if st.box is None or st.speed <= ghost_px:
             continue
-        k = None if mode == "auto" else int(mode)
         box = grow_box(st.box, scale, st.speed + 8, full_hw[1], full_hw[0])
         i = t - (c - H)
         a = _linear_crop(entries[i - 1][0], gains[i - 1], curve, depth16, box)
         b = _linear_crop(entries[i][0], gains[i], curve, depth16, box)
-        fix = interval_fix(a, b, box, k, before=t in first_steps, after=t in last_steps, reach=st.speed)
+        fix = interval_fix(a, b, box, None if mode == "auto" else int(mode), before=t in first_steps,
+                           after=t in last_steps, reach=st.speed)
         if fix.factor <= 1:
             continue
-        k = fix.factor
         for w in windows:
             h = half_span(w)
             if c - h + 1 <= t <= c + h:
-                fixes.setdefault(w, []).append(fix)
+                add(w, box, fix.delta)
+                stats[w].append((fix.factor, fix.confidence))
                 if w % 2 and t == c - h + 1:
-                    ends.setdefault(w, []).append(IntervalFix(box, fix.before, k, fix.confidence))
+                    add(w, box, fix.before)
                 if w % 2 and t == c + h:
-                    ends.setdefault(w, []).append(IntervalFix(box, fix.after, k, fix.confidence))
-    for w, mine in fixes.items():
-        x0, y0 = min(f.box[0] for f in mine), min(f.box[1] for f in mine)
-        x1, y1 = max(f.box[2] for f in mine), max(f.box[3] for f in mine)
-        acc = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-        for f in mine + ends.get(w, []):
-            acc[f.box[1] - y0:f.box[3] - y0, f.box[0] - x0:f.box[2] - x0] += f.delta
-        out[w] = ([(x0, y0, x1, y1, acc)], max(f.factor for f in mine), len(mine),
-                  float(np.mean([f.confidence for f in mine])))
+                    add(w, box, fix.after)
+    for w, acc in sums.items():
+        out[w] = ([(0, 0, full_hw[1], full_hw[0], acc)], max(k for k, _ in stats[w]), len(stats[w]),
+                  float(np.mean([q for _, q in stats[w]])))
     return out
 
 
