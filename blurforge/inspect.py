@@ -66,6 +66,10 @@ def summarize(path, sample: int = 16) -> dict:
             gh = f.get(f"meta/{lab}/ghosting")
             if gh is not None:
                 d["ghosting"] = int(np.count_nonzero(gh[()]))
+                done = f.get(f"meta/{lab}/interp_intervals")
+                if done is not None:
+                    d["interpolated"] = int(np.count_nonzero(done[()] > 0))
+                    d["ghosting_left"] = int(np.count_nonzero(gh[()] & (done[()] == 0)))
             a = alignment(f, lab)
             if a is not None:
                 ok, score, margin = a.ok, a.score.astype(np.float64), a.margin
@@ -99,9 +103,10 @@ def warnings_for(summary: dict) -> list[str]:
     if not summary["complete"]:
         out.append("incomplete shard")
     for lab, d in summary["per_window"].items():
-        if d.get("ghosting"):
-            out.append(f"window {lab}: {d['ghosting']}/{summary['pairs']} pairs may show ghosting "
-                       "(motion > 1 px/frame: steps instead of a smooth streak)")
+        left = d.get("ghosting_left", d.get("ghosting"))
+        if left:
+            out.append(f"window {lab}: {left}/{summary['pairs']} pairs may show ghosting "
+                       "(motion > 1 px/frame, not interpolated: steps instead of a smooth streak)")
         a = d.get("align")
         if a and a["rejected"]:
             out.append(f"window {lab}: {a['rejected']}/{summary['pairs']} pairs rejected by align "
