@@ -62,7 +62,7 @@ from blurforge.align import align_pair, warp_error  # noqa: E402
 from blurforge.averaging import half_span, window_weights  # noqa: E402
 from blurforge.errors import BlurforgeError  # noqa: E402
 from blurforge.extract import ExtractOptions, extract_clip  # noqa: E402
-from blurforge.synth import GAMMA, SynthConfig, camera_warps, render_exposure, synthesize, truth_table  # noqa: E402
+from blurforge.synth import GAMMA, SynthConfig, camera_warps, render_exposure, swept_mask, synthesize  # noqa: E402
 from blurforge.video import iter_frames  # noqa: E402
 
 LUT = (np.arange(256) / 255.0) ** GAMMA
@@ -126,12 +126,7 @@ def settings(cfg: SynthConfig) -> dict:
 
 def swept(cfg: SynthConfig, c: int, w: int, pad: float) -> np.ndarray:
     """Pixels the disc covers (plus ``pad``) at some time during the exposure of window w around c."""
-    ys, xs = np.mgrid[0:cfg.height, 0:cfg.width]
-    m = np.zeros(xs.shape, bool)
-    for r in truth_table(cfg, np.linspace(c - w / 2, c + w / 2, 4 * w + 1)):
-        if r["object_x"] is not None:
-            m |= np.hypot(xs - r["object_x"], ys - r["object_y"]) <= r["object_radius"] + pad
-    return m
+    return swept_mask(cfg, c - w / 2, c + w / 2, pad)
 
 
 def averages(frames: list[np.ndarray], gains: np.ndarray, c: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -181,15 +181,6 @@ def find_clips(paths) -> list[str]:
     return [c for c in out if not (Path(c).resolve() in seen or seen.add(Path(c).resolve()))]
 
 
-def spawn_map(fn, items: list, jobs: int, desc: str, quiet: bool = False, unit: str = "it"):
-    """``fn(item)`` for each item in ``jobs`` spawned processes: :func:`blurforge.engine.run_tasks`
-    with the local executor (its one home). Yields ``(item, result, error)`` as items finish, error
-    being a one-line message after two retries; ``fn`` must be importable (module level)."""
-    from .engine import run_tasks
-
-    yield from run_tasks(fn, items, "local", jobs, None, desc, quiet, unit)
-
-
 def report_failures(failures: list[str]):
     """Every failure but the last on its own ``Error:`` line, then the last as the exit message."""
     if failures:

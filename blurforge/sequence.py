@@ -87,10 +87,9 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def probe_sequence(folder: Path, capture_fps: float | None = None):
-    """A VideoInfo for a frame folder (size, bit depth and format from its first frame)."""
-    from .video import VideoInfo
-
+def probe_sequence(folder: Path, capture_fps: float | None = None) -> dict:
+    """The fields of a ``video.VideoInfo`` for a frame folder (size, bit depth and format from its
+    first frame); ``video.probe`` makes the VideoInfo, so imports run one way (video -> sequence)."""
     files = frame_files(folder)
     kinds = {p.suffix.lower() in RAW_SUFFIXES for p in files}
     if len(kinds) > 1:
@@ -105,9 +104,10 @@ def probe_sequence(folder: Path, capture_fps: float | None = None):
     pix_fmt = ("gray16le" if deep else "gray") if grey else ("rgb48le" if deep else "rgb24")
     codec = "dng" if raw else "tiff" if files[0].suffix.lower() in (".tif", ".tiff") else "png"
     n = len(files)
-    return VideoInfo(str(folder), int(first.shape[1]), int(first.shape[0]), fps, fps, n / fps if fps else 0.0,
-                     n, codec, pix_fmt, fps_source="--capture-fps" if fps else "none", vfr=False, kind="frames",
-                     transfer="linear" if raw else "")
+    return dict(path=str(folder), width=int(first.shape[1]), height=int(first.shape[0]), fps=fps, tbr=fps,
+                duration=n / fps if fps else 0.0, frames=n, codec=codec, pix_fmt=pix_fmt,
+                fps_source="--capture-fps" if fps else "none", vfr=False, kind="frames",
+                transfer="linear" if raw else "")
 
 
 class ImageFrame:

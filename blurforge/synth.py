@@ -253,6 +253,17 @@ def render_frames(cfg: SynthConfig, rows: list[dict]):
         yield _encode_gamma(lin)
 
 
+def swept_mask(cfg: SynthConfig, start: float, end: float, pad: float = 3.0) -> np.ndarray:
+    """bool [H, W]: the pixels the moving disc covers (plus ``pad``) at some time between frame
+    positions ``start`` and ``end`` (fractional; sampled four times a frame)."""
+    ys, xs = np.mgrid[0:cfg.height, 0:cfg.width]
+    m = np.zeros(xs.shape, bool)
+    for r in truth_table(cfg, np.linspace(start, end, int(4 * (end - start)) + 2)):
+        if r["object_x"] is not None:
+            m |= np.hypot(xs - r["object_x"], ys - r["object_y"]) <= r["object_radius"] + pad
+    return m
+
+
 def render_exposure(cfg: SynthConfig, centre: int, window: int, sub: int = 16) -> np.ndarray:
     """The physical blur of ``window`` frame intervals centred on frame ``centre``: the exposure
     integral of the continuously moving scene, by the trapezoid rule on ``sub`` renders per frame

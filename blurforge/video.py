@@ -154,7 +154,7 @@ def probe(path: str | Path, capture_fps: float | None = None) -> VideoInfo:
     if path.is_dir():
         from .sequence import probe_sequence
 
-        return probe_sequence(path, capture_fps)
+        return VideoInfo(**probe_sequence(path, capture_fps))
     if not path.exists():
         raise BlurforgeError(f"{path}: no such file")
     if not path.is_file():

@@ -16,7 +16,7 @@ from blurforge.align_shards import align_shard
 from blurforge.averaging import window_weights
 from blurforge.cli import main
 from blurforge.extract import ExtractOptions, extract_clip
-from blurforge.synth import GAMMA, SynthConfig, camera_warps
+from blurforge.synth import GAMMA, SynthConfig, camera_warps, swept_mask
 
 LUT = (np.arange(256) / 255.0) ** GAMMA
 
@@ -54,15 +54,6 @@ def _averages(frames, gains, c, w):
 
 def _object_rows(truth, first, last):
     return [r for r in truth["frames"][first:last + 1] if r["object_x"] is not None]
-
-
-def _swept_mask(truth, cfg, first, last, pad=6.0):
-    """Pixels the moving disc touches in any frame first..last (plus a margin for the shake)."""
-    ys, xs = np.mgrid[0:cfg["height"], 0:cfg["width"]]
-    m = np.zeros(xs.shape, bool)
-    for r in _object_rows(truth, first, last):
-        m |= np.hypot(xs - r["object_x"], ys - r["object_y"]) <= r["object_radius"] + pad
-    return m
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +102,7 @@ def test_flicker_and_fast_object(fast_object_flicker):
                 plain, ideal = _averages(frames, gains, c, w)
                 blur = f[f"blur/{w}"][i]
                 assert psnr(blur, ideal) >= 45.0, (c, w, psnr(blur, ideal), psnr(plain, ideal))
-                bg = ~_swept_mask(truth, truth["config"], c - w // 2, c + w // 2)
+                bg = ~swept_mask(SynthConfig(**truth["config"]), c - w // 2, c + w // 2, pad=6.0)
                 ratio = LUT[blur][bg].mean() / LUT[sharp][bg].mean()
                 assert abs(ratio - 1) <= 0.003, (c, w, ratio)
             assert f["meta/flicker_hz"][i] == 120 and f["meta/flicker_significance"][i] >= 12

@@ -9,7 +9,7 @@ from conftest import psnr
 from blurforge.errors import BlurforgeError
 from blurforge.extract import ExtractOptions, extract_clip, parse_interpolate
 from blurforge.interpolate import SUBSTEP_PX, factor_for
-from blurforge.synth import SynthConfig, render_exposure, synthesize, truth_table
+from blurforge.synth import SynthConfig, render_exposure, swept_mask, synthesize
 
 
 def _clip(tmp_path_factory, name, **kw):
@@ -27,16 +27,6 @@ def _both(path, windows, stride, **kw):
     return out
 
 
-def _swept(cfg, c, w, pad=3.0):
-    """Pixels the disc covers at some time during the exposure."""
-    ys, xs = np.mgrid[0:cfg.height, 0:cfg.width]
-    m = np.zeros(xs.shape, bool)
-    for r in truth_table(cfg, np.linspace(c - w / 2, c + w / 2, 4 * w + 1)):
-        if r["object_x"] is not None:
-            m |= np.hypot(xs - r["object_x"], ys - r["object_y"]) <= r["object_radius"] + pad
-    return m
-
-
 def _gains(cfg, shards, windows, max_pairs=2):
     """Per pair and window: (dB closer to the exposure than plain averaging in the swept region,
     the same outside it)."""
@@ -47,7 +37,7 @@ def _gains(cfg, shards, windows, max_pairs=2):
         for i, c in enumerate(fa["center"][:max_pairs]):
             for w in windows:
                 truth = render_exposure(cfg, int(c), w, sub=16)
-                sw = _swept(cfg, c, w)
+                sw = swept_mask(cfg, c - w / 2, c + w / 2)
                 off, auto = fo[f"blur/{w}"][i], fa[f"blur/{w}"][i]
                 out.append((int(c), w, psnr(auto[sw], truth[sw]) - psnr(off[sw], truth[sw]),
                             psnr(auto[~sw], truth[~sw]) - psnr(off[~sw], truth[~sw]),
