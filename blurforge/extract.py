@@ -275,12 +275,13 @@ def _crop_box(step, scale: float, full_hw: tuple[int, int]) -> tuple[int, int, i
     return x0, y0, x0 + side, y0 + side
 
 
-def _linear_crop(frame, gain: float, curve, depth16: bool, box) -> np.ndarray:
-    """A decoded frame's box in linear light (float32 RGB), its gain divided out."""
+def _linear_crop(rgb: np.ndarray, gain: float, curve, box) -> np.ndarray:
+    """A decoded RGB frame's box (uint8, or uint16 for deep sources) in linear light (float32), its
+    gain divided out."""
     x0, y0, x1, y1 = box
-    if depth16:
-        return np.take((curve.lut16 / gain).astype(np.float32), frame.rgb16()[y0:y1, x0:x1])
-    return cv2.LUT(np.ascontiguousarray(frame.rgb()[y0:y1, x0:x1]), (curve.lut / gain).astype(np.float32))
+    if rgb.dtype == np.uint16:
+        return np.take((curve.lut16 / gain).astype(np.float32), rgb[y0:y1, x0:x1])
+    return cv2.LUT(np.ascontiguousarray(rgb[y0:y1, x0:x1]), (curve.lut / gain).astype(np.float32))
 
 
 def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, curve, depth16: bool, scale: float,
@@ -296,6 +297,7 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
     if mode == "off":
         return out
     sums: dict = {}
+    rgb: dict = {}
     stats: dict = {w: [] for w in windows}
     first_steps = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
     last_steps = {c + half_span(w) for w in windows if w % 2}
@@ -312,8 +314,13 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
             continue
         box = grow_box(st.box, scale, st.speed + 8, full_hw[1], full_hw[0])
         i = t - (c - H)
-        a = _linear_crop(entries[i - 1][0], gains[i - 1], curve, depth16, box)
-        b = _linear_crop(entries[i][0], gains[i], curve, depth16, box)
+        for j in (i - 1, i):        # consecutive intervals share a frame: convert each once
+            if j not in rgb:
+                rgb[j] = entries[j][0].rgb16() if depth16 else entries[j][0].rgb()
+        for j in [j for j in rgb if j < i - 1]:
+            del rgb[j]
+        a = _linear_crop(rgb[i - 1], gains[i - 1], curve, box)
+        b = _linear_crop(rgb[i], gains[i], curve, box)
         fix = interval_fix(a, b, box, None if mode == "auto" else int(mode), before=t in first_steps,
                            after=t in last_steps, reach=st.speed)
         if fix.factor <= 1:
