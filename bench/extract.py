@@ -128,14 +128,14 @@ def profile_motion(clip: Path, pairs_spacing: int = 73, windows: tuple[int, ...]
 
     Decodes with FrameReader and builds the small frames as extract does, then for centres every
     ``pairs_spacing`` frames times ``track_window``, ``linear_small`` + ``measure_ratios`` +
-    ``fit_gains``, and one ``FlowMeter.step`` per consecutive frame pair of the window (extract
+    ``fit_gains``, and one ``FlowMeter.step`` per ``motion.flow_gap`` frames of the window (extract
     measures each step once, windows do not overlap at the default stride). Wall and thread-CPU
     milliseconds; ``per_window_frame``: divided by the largest window's frame count.
     """
     from blurforge import sharpness as sh
     from blurforge.averaging import half_span
     from blurforge.curves import curve_for
-    from blurforge.motion import FlowMeter, track_window
+    from blurforge.motion import FlowMeter, flow_gap, track_window
     from blurforge.photometric import fit_gains, linear_small, measure_ratios
     from blurforge.video import FrameReader, probe
 
@@ -173,8 +173,9 @@ def profile_motion(clip: Path, pairs_spacing: int = 73, windows: tuple[int, ...]
         _, dt = clock(gains, win, ranges[c - H:c + H + 1], track.warps)
         stages["measure_ratios+fit_gains"].append(dt)
         tot = [0.0, 0.0]
-        for i in range(1, len(win)):
-            _, dt = clock(flow.step, win[i - 1], win[i], track.step(i), scale)
+        gap = flow_gap(len(win))
+        for i in range(gap, len(win), gap):
+            _, dt = clock(flow.step, win[i - gap], win[i], track.step(i, gap), scale, gap)
             flow_one.append(dt)
             tot[0] += dt[0]
             tot[1] += dt[1]

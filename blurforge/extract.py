@@ -28,7 +28,7 @@ from .averaging import average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
 from .interpolate import MAX_FACTOR, grow_box, interval_fix
-from .motion import FlowMeter, centroid, to_full, track_window, window_motion
+from .motion import FlowMeter, centroid, flow_gap, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
 from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory
@@ -423,10 +423,12 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         fits.append(fit)
         for k in [k for k in steps if k <= c - H]:
             del steps[k]
-        for t in range(c - H + 1, c + H + 1):
-            if t not in steps:
+        gap = flow_gap(len(greys))
+        for t in range(c - H + gap, c + H + 1, gap):
+            span = range(t - gap + 1, t + 1)      # the intervals one step stands for
+            if any(u not in steps for u in span):
                 i = t - (c - H)
-                steps[t] = flow.step(greys[i - 1], greys[i], track.step(i), scale)
+                steps.update(dict.fromkeys(span, flow.step(greys[i - gap], greys[i], track.step(i, gap), scale, gap)))
         fixed = _interval_fixes(entries, c, H, steps, fit.gains, curve, depth16, scale, full_hw,
                                 opts.interpolate, windows, opts.ghost_px)
         corrections = {w: fixed[w][0] for w in windows}

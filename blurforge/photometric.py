@@ -52,10 +52,10 @@ def linear_small(codes: np.ndarray, lut: np.ndarray, video_range: bool) -> np.nd
     return cv2.LUT(np.asarray(codes, np.uint8), np.asarray(lut, np.float32))
 
 
-def _median(a: np.ndarray) -> float:
+def _median(a: np.ndarray) -> np.floating:
     """Median (upper middle element for an even count): one partial sort, no copy of the result."""
     k = len(a) // 2
-    return float(np.partition(a, k)[k])
+    return np.partition(a, k)[k]
 
 
 def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -89,13 +89,16 @@ def measure_ratios(lin: list[np.ndarray], centre: int, warps: np.ndarray, lut: n
         ok = (v >= lo) & (v <= hi)
         if np.count_nonzero(ok) < 16:
             continue
-        r = np.log(v[ok]) - log_ref[ok]
-        sel = r
+        r = (np.log(v[ok]) - log_ref[ok]).astype(np.float32)
+        rs = np.sort(r)                 # the inliers are always a run of the sorted ratios
+        i0, i1 = 0, rs.size
         for _ in range(3):              # trimming again around the inliers' median walks to the main mode
-            med = _median(sel)
-            mad = 1.4826 * _median(np.abs(sel - med)) + 1e-6
-            inl = np.abs(r - med) <= 3.0 * mad
-            sel = r[inl]
+            sel = rs[i0:i1]
+            med = sel[sel.size // 2]
+            mad = np.float32(1.4826) * _median(np.abs(sel - med)) + np.float32(1e-6)
+            i0 = int(np.searchsorted(rs, med - 3 * mad, "left"))
+            i1 = max(i0 + 1, int(np.searchsorted(rs, med + 3 * mad, "right")))
+        inl = (r >= rs[i0]) & (r <= rs[i1 - 1])
         out[t] = float(v[ok][inl].sum() / ref_lin[ok][inl].sum())
     return out
 

@@ -89,3 +89,15 @@ def test_a_high_contrast_moving_object_does_not_drag_the_camera():
     pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
     worst = max(np.hypot(*((track.warps[t] - np.eye(2, 3)) @ pts)).max() for t in range(25))
     assert worst < 0.1, worst
+
+
+def test_kth_largest_is_exact_with_ties_and_sparse_peaks():
+    from blurforge.motion import _kth_largest
+
+    rng = np.random.default_rng(3)
+    cases = [rng.random(32400), np.full(5000, 0.5), np.r_[np.zeros(32350), 9 * rng.random(50)], rng.random(7)]
+    for a in cases:
+        a = a.astype(np.float32)
+        for k in (1, 3, 81):
+            if k <= a.size:
+                assert _kth_largest(a, k) == float(np.sort(a)[-k])
