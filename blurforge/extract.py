@@ -444,7 +444,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         for w in windows:
             h = half_span(w)
             sl = slice(H - h, H + h + 1)
-            speed, share = window_motion([steps[t] for t in range(c - h + 1, c + h + 1)])
+            ws = [steps[t] for t in range(c - h + 1, c + h + 1)]   # a flow_gap step once, not once per interval
+            speed, share = window_motion([st for k, st in enumerate(ws) if k == 0 or st is not ws[k - 1]])
             ghost = speed > opts.ghost_px
             ghosted += ghost
             interpolated += fixed[w][2] > 0
