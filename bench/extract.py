@@ -417,7 +417,7 @@ def main():
         if base is not None:
             prof = profile_motion(clip)
             report["before_after"] = {"clip": baseline_report(args.baseline, runs, base_runs, ceilings, ff_cpu, prof)}
-            if "long" in args.baseline_on.split(","):
+            if args.baseline_on == "both" or "long" in args.baseline_on.split(","):
                 lc, lf, lr, lb = alternate(long, 3 * args.frames, args.repeats, d, base, mine)
                 report["before_after"]["long"] = baseline_report(args.baseline, lr, lb, lc, lf, prof)
             report["profile_after"] = prof
