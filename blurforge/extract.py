@@ -189,7 +189,7 @@ class _RgbWindow(collections.abc.Sequence):
 
 
 class _Background:
-    """Runs pair jobs (motion, averaging, shard row) one at a time beside decoding and analysis.
+    """Runs pair jobs (averaging, shard row) one at a time beside decoding, analysis and motion.
 
     libav, OpenCV and HDF5 do their work outside the GIL, so averaging a window no longer stalls
     the decoder while it waits. ``submit`` waits while a job runs, so at most one window's frames
@@ -404,31 +404,40 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     fits: list = []
     buffers: dict = {}  # float frames reused by every window's averaging
     flow = FlowMeter()
-    steps: dict[int, tuple[float, float]] = {}  # local motion from frame t-1 to t, measured inside windows
+    step_cache: dict = {}  # motion.Step of frame t-1 to t, measured inside windows (kept for overlapping windows)
     prev_small = None
     full_hw = (reader.height, reader.width)
     emitted = 0
 
-    def make_pair(c: int, entries: list, score: float):
-        """Trajectory, gains, local motion, window averages and the shard row of centre c (runs in
-        the background). ``entries``: the ring entries of frames c-H .. c+H."""
-        nonlocal ghosted, interpolated
+    def motion_of(c: int, entries: list) -> tuple:
+        """Trajectory, gains and local motion of centre c, from the small frames alone. Runs in the
+        decoding thread before the pair is handed on, so it overlaps the background's averaging of
+        the previous pair (which is what limits extract when windows are dense)."""
         greys = [e[1] for e in entries]
         small_hw = greys[0].shape
         scale = reader.width / small_hw[1]
         track = track_window(greys, H)
-        warps = to_full(track.warps, small_hw, full_hw)
         lin = [linear_small(g, curve.lut, e[2]) for g, e in zip(greys, entries)]
         fit = fit_gains(measure_ratios(lin, H, track.warps, curve.lut), info.fps, flicker_hz)
         fits.append(fit)
-        for k in [k for k in steps if k <= c - H]:
-            del steps[k]
+        for k in [k for k in step_cache if k <= c - H]:
+            del step_cache[k]
         gap = flow_gap(len(greys))
         for t in range(c - H + gap, c + H + 1, gap):
             span = range(t - gap + 1, t + 1)      # the intervals one step stands for
-            if any(u not in steps for u in span):
+            if any(u not in step_cache for u in span):
                 i = t - (c - H)
-                steps.update(dict.fromkeys(span, flow.step(greys[i - gap], greys[i], track.step(i, gap), scale, gap)))
+                step = flow.step(greys[i - gap], greys[i], track.step(i, gap), scale, gap)
+                step_cache.update(dict.fromkeys(span, step))
+        steps = {t: step_cache[t] for t in range(c - H + 1, c + H + 1)}
+        return track, to_full(track.warps, small_hw, full_hw), fit, steps
+
+    def make_pair(c: int, entries: list, score: float, motion: tuple):
+        """Window averages and the shard row of centre c (runs in the background). ``entries``: the
+        ring entries of frames c-H .. c+H; ``motion``: their ``motion_of``."""
+        nonlocal ghosted, interpolated
+        track, warps, fit, steps = motion
+        scale = reader.width / entries[0][1].shape[1]
         fixed = _interval_fixes(entries, c, H, steps, fit.gains, curve, depth16, scale, full_hw,
                                 opts.interpolate, windows, opts.ghost_px)
         corrections = {w: fixed[w][0] for w in windows}
@@ -468,7 +477,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         nonlocal emitted
         first = n - len(ring)
         entries = [ring[t - first] for t in range(c - H, c + H + 1)]
-        worker.submit(make_pair, c, entries, picker.scores[c])
+        worker.submit(make_pair, c, entries, picker.scores[c], motion_of(c, entries))
         emitted += 1
 
     n = 0
