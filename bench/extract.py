@@ -11,7 +11,9 @@ The two are run alternately; the ratio is the median of the per-repeat ratios, w
 (this shared 2-core machine moves by +-10% from run to run). CPU seconds (user + system) are
 reported beside wall time: they move less with other users' load.
 
-``--baseline REV`` also times extract as it was at git revision REV (its ``blurforge`` package
+``--baseline no-motion`` times the working tree against itself with its motion work (tracking,
+gains, local motion) replaced by stubs (identity warps, gains of 1, no motion): exactly what that
+work adds. ``--baseline REV`` also times extract as it was at git revision REV (its ``blurforge`` package
 exported to a temp folder, with the working tree's compiled kernel copied in so both use it) on
 the same clips (``--baseline-on``: the clip, and the 3x longer one, which has more pairs), repeats
 alternating ffmpeg / before / after, and reports both ratios to ffmpeg, the time extract added
@@ -57,6 +59,17 @@ import blurforge
 from blurforge.extract import ExtractOptions, extract_clip
 kw = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 kw.setdefault("windows", [36, 73])
+if kw.pop("no_motion", False):   # the same extract without its motion work (--baseline no-motion)
+    import numpy as np
+    import blurforge.extract as ex
+    from blurforge.motion import Step, Track
+    ex.track_window = lambda g, c: Track(np.tile(np.eye(2, 3), (len(g), 1, 1)), np.ones(len(g), np.float32))
+    ex.linear_small = lambda g, lut, video_range: g
+    ex.measure_ratios = lambda lin, c, warps, lut: np.ones(len(lin))
+    class Still:
+        def step(self, *a, **k):
+            return Step(0.0, 0.0, None)
+    ex.FlowMeter = Still
 t = time.perf_counter()
 s = extract_clip(sys.argv[1], ExtractOptions(out=Path(sys.argv[2]), overwrite=True, **kw))
 dt = time.perf_counter() - t
@@ -66,6 +79,9 @@ print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pair
                   "fused_kernel": __import__("blurforge.averaging").averaging._accumulate is not None,
                   "peak_rss_mb": ru.ru_maxrss / 1024}))
 """
+
+NO_MOTION = "no-motion"
+
 
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -357,7 +373,8 @@ def main():
     ap.add_argument("--crf", type=int, default=16, help="x264 quality of the synthetic clip")
     ap.add_argument("--keep", default=None, help="keep the clips in this folder (and reuse them)")
     ap.add_argument("--baseline", default=None, metavar="REV",
-                    help="also time extract as of this git revision, alternating with the working tree's")
+                    help="also time extract as of this git revision, alternating with the working tree's "
+                         f"({NO_MOTION!r}: the working tree with its motion work stubbed out)")
     ap.add_argument("--baseline-on", default="clip,long",
                     help="clips the before/after comparison runs on: clip, long (3x longer, more pairs) or both")
     ap.add_argument("--interpolate", default=None, help="the working tree's extract --interpolate (default: its own)")
@@ -387,7 +404,8 @@ def main():
             if not path.exists():
                 synthesize(path, SynthConfig(width=w, height=h, frames=n, flicker=0.04, seed=1, crf=args.crf))
         synth_s = time.perf_counter() - t
-        base = export_revision(args.baseline, d / "baseline") if args.baseline else None
+        base = (ROOT if args.baseline == NO_MOTION else
+                export_revision(args.baseline, d / "baseline") if args.baseline else None)
         load_before = os.getloadavg()
         ceilings, ff_cpu, runs, base_runs = alternate(clip, args.frames, args.repeats, d, base, mine)
         ratios = sorted(run["frames"] / run["seconds"] / c for run, c in zip(runs, ceilings))
@@ -439,7 +457,8 @@ def alternate(clip: Path, frames: int, repeats: int, d: Path, base: Path | None,
             continue
         for which in (("before", "after") if i % 2 == 0 else ("after", "before")):
             if which == "before":
-                base_runs.append(run_extract(clip, d / "out_before", base))
+                base_runs.append(run_extract(clip, d / "out_before", base,
+                                             {**(opts or {}), "no_motion": True} if base == ROOT else None))
             else:
                 runs.append(run_extract(clip, d / "out", opts=opts))
     return ceilings, ff_cpu, runs, base_runs
@@ -456,8 +475,8 @@ def baseline_report(rev: str, runs: list, base_runs: list, ceilings: list, ff_cp
                 "pairs": rs[0]["pairs"], "frames_averaged_share": round(rs[0]["pairs"] * 73 / rs[0]["frames"], 2),
                 "fused_kernel": rs[0]["fused_kernel"]}
 
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True,
-                         text=True).stdout.strip()
+    sha = rev if rev == NO_MOTION else subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+                                                      capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "blurforge"], capture_output=True,
                            text=True).stdout.strip()
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
