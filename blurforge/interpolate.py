@@ -21,6 +21,7 @@ touched. Work is limited to the box around what moves.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -32,6 +33,13 @@ CHANGE_CODES = 4           # grey codes two frames must differ by for a pixel to
 FB_PX = 1.0                # forward and backward flow agree within this (flow px)
 SLOW_PX = 0.5              # pixels moving less than this are left to plain averaging, full weight from 1.5
 FLOW_SCALE = 1             # flow at 1/FLOW_SCALE of the size, upsampled (2 lost 1-2 dB of the gain at 24 px/frame)
+SOURCE_ITERS = 2           # fixed-point iterations of the source maps
+MAX_STAGES = 2             # warp K / 2^s sub-steps, then smear along the motion in s stages
+SMEAR_INTERP = cv2.INTER_LINEAR
+MIN_WARPED = 3             # ... leaving at least this many sub-steps warped
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+DIS_SET: dict = {}
+PARALLEL_FLOW = True
 
 
 @dataclass
@@ -62,7 +70,20 @@ def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """DIS flow (medium preset) from ``a`` to ``b``. A new instance each time: a reused one keeps
     state between calls that changed results with what it computed before (measured: the same clip
     gave other pixels after another clip in the same process)."""
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    for k, v in DIS_SET.items():
+        getattr(dis, "set" + k)(v)
+    return dis.calc(a, b, None)
+
+
+_POOL: list = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One worker thread for the backward flow (made on first use, in this process)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="blurforge-flow"))
+    return _POOL[0]
 
 
 def _grey_half(rgb_lin: np.ndarray) -> np.ndarray:
@@ -88,10 +109,12 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     """
     h, w = a.shape[:2]
     change_full = _changing(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY))
-    zero = IntervalFix(box, np.zeros_like(a), 1, 1.0, np.zeros_like(a) if before else None,
-                       np.zeros_like(a) if after else None)
+
+    def zero() -> IntervalFix:
+        return IntervalFix(box, np.zeros_like(a), 1, 1.0, np.zeros_like(a) if before else None,
+                           np.zeros_like(a) if after else None)
     if not change_full.any():
-        return zero
+        return zero()
     rx, ry, rw, rh = cv2.boundingRect(change_full.view(np.uint8))
     pad = int(math.ceil(reach)) + 8
     x0, y0, x1, y1 = max(0, rx - pad), max(0, ry - pad), min(w, rx + rw + pad), min(h, ry + rh + pad)
@@ -99,54 +122,154 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     a, b, change = a[crop], b[crop], change_full[crop]
     ch, cw = a.shape[:2]
     ga, gb = _grey_half(a), _grey_half(b)
-    up = (cw, ch)
-    ff = cv2.resize(_flow(ga, gb), up, interpolation=cv2.INTER_LINEAR) * np.float32(cw / ga.shape[1])
-    fb = cv2.resize(_flow(gb, ga), up, interpolation=cv2.INTER_LINEAR) * np.float32(cw / ga.shape[1])
-    ys, xs = np.mgrid[0:ch, 0:cw].astype(np.float32)
-    grid = np.dstack([xs, ys])
-    back = cv2.remap(fb, cv2.add(grid, ff), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    ok_a = np.linalg.norm(ff + back, axis=2) < FB_PX
-    fwd_b = cv2.remap(ff, cv2.add(grid, fb), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    ok_b = np.linalg.norm(fb + fwd_b, axis=2) < FB_PX
-    ok_a = (ok_a & _inside(grid + ff, cw, ch)).astype(np.float32)
-    ok_b = (ok_b & _inside(grid + fb, cw, ch)).astype(np.float32)
+    if PARALLEL_FLOW:     # DIS runs on one core; the two directions run side by side
+        job = _pool().submit(_flow, gb, ga)
+        ff = _flow(ga, gb)
+        fb = job.result()
+    else:
+        ff, fb = _flow(ga, gb), _flow(gb, ga)
+    if FLOW_SCALE != 1:
+        up, s = (cw, ch), np.float32(cw / ga.shape[1])
+        ff = cv2.resize(ff, up, interpolation=cv2.INTER_LINEAR) * s
+        fb = cv2.resize(fb, up, interpolation=cv2.INTER_LINEAR) * s
+    xs = np.tile(np.arange(cw, dtype=np.float32), (ch, 1))
+    ys = np.tile(np.arange(ch, dtype=np.float32)[:, None], (1, cw))
+    fa_xy, fb_xy = cv2.split(ff), cv2.split(fb)
+    ok_a = _consistent(xs, ys, fa_xy, fb, cw, ch)
+    ok_b = _consistent(xs, ys, fb_xy, ff, cw, ch)
+    speed_a, speed_b = cv2.magnitude(*fa_xy), cv2.magnitude(*fb_xy)
     if not factor:      # enough sub-steps for what moves here, by this interval's own (finer) flow
-        speed = np.linalg.norm(ff, axis=2)[change & (ok_a > 0)]
+        speed = speed_a[change & (ok_a > 0)]
         factor = factor_for(float(np.percentile(speed, 99))) if speed.size >= 16 else 1
         if factor <= 1:
-            return zero
+            return zero()
+    chg = change.astype(np.float32)
     full = np.zeros((h, w, 3), np.float32)
-    delta = full[crop]
-    speed_a, speed_b = cv2.magnitude(ff[..., 0], ff[..., 1]), cv2.magnitude(fb[..., 0], fb[..., 1])
-    for j in range(1, factor):
-        t = j / factor
-        map_a = _source(grid, ff, t)
-        map_b = _source(grid, fb, 1.0 - t)
-        sa = cv2.remap(a, map_a, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        sb = cv2.remap(b, map_b, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        va = cv2.remap(ok_a, map_a, None, cv2.INTER_LINEAR) * np.float32(1.0 - t)
-        vb = cv2.remap(ok_b, map_b, None, cv2.INTER_LINEAR) * np.float32(t)
-        den = va + vb
-        trust = den > 1e-3
-        blend = cv2.addWeighted(a, 1.0 - t, b, t, 0.0)
-        sub = (sa * va[..., None] + sb * vb[..., None]) / np.maximum(den, 1e-3)[..., None]
-        # sub-pixel motion is already integrated well by the frames themselves; flow noise is not
-        fast = np.clip(np.maximum(cv2.remap(speed_a, map_a, None, cv2.INTER_LINEAR),
-                                  cv2.remap(speed_b, map_b, None, cv2.INTER_LINEAR)) - SLOW_PX, 0.0, 1.0)
-        use = np.where(trust & change, fast, 0.0).astype(np.float32)[..., None]
-        delta += (sub - blend) * use
-    delta /= np.float32(factor)
+    full[crop] = _substeps(a, b, xs, ys, _Side(a, fa_xy, ok_a, speed_a), _Side(b, fb_xy, ok_b, speed_b), chg,
+                           factor)
     moving = int(np.count_nonzero(change))
     conf = float(np.count_nonzero(change & (ok_a > 0) & (ok_b > 0))) / moving if moving else 1.0
     fix = IntervalFix(box, full, factor, conf)
-    mask = change.astype(np.float32)
     if before:      # the point at x at time a - s was at p in a, with p - s ff(p) = x
         fix.before = np.zeros_like(full)
-        fix.before[crop] = _half_end(a, grid, -ff, ok_a * mask, factor)
+        fix.before[crop] = _half_end(a, np.dstack([xs, ys]), -ff, ok_a * chg, factor)
     if after:       # ... at time b + s at p in b, with p - s fb(p) = x
         fix.after = np.zeros_like(full)
-        fix.after[crop] = _half_end(b, grid, -fb, ok_b * mask, factor)
+        fix.after[crop] = _half_end(b, np.dstack([xs, ys]), -fb, ok_b * chg, factor)
     return fix
+
+
+def _consistent(xs: np.ndarray, ys: np.ndarray, f: tuple, g: np.ndarray, w: int, h: int) -> np.ndarray:
+    """1 where following flow ``f`` (x, y planes) and then ``g`` comes back within FB_PX and lands
+    inside the picture, else 0."""
+    tx, ty = cv2.add(xs, f[0]), cv2.add(ys, f[1])
+    bx, by = cv2.split(cv2.remap(g, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    ok = cv2.magnitude(cv2.add(f[0], bx), cv2.add(f[1], by)) < FB_PX
+    ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    return ok.astype(np.float32)
+
+
+class _Side:
+    """One frame of the interval, ready to be sampled along its flow: the flow's planes, the flow
+    packed with the fast weight (how far above SLOW_PX the point moves, 0..1) and the frame packed
+    with its trust, each in 4 channels (which remap faster than 2 or 3)."""
+
+    def __init__(self, img: np.ndarray, flow_xy: tuple, ok: np.ndarray, speed: np.ndarray):
+        self.fx, self.fy = flow_xy
+        self.ok = ok
+        self.fast = np.clip(speed - np.float32(SLOW_PX), 0.0, 1.0)
+        self.flow4 = cv2.merge([self.fx, self.fy, self.fast, np.zeros_like(ok)])
+        self.pack = cv2.merge([*cv2.split(img), ok])
+
+    def sample(self, xs: np.ndarray, ys: np.ndarray, t: float):
+        """The frame seen at time ``t`` along its flow (``_source``'s fixed point): (colour planes,
+        trust, fast weight, velocity planes of the point sampled)."""
+        mx, my = cv2.scaleAdd(self.fx, -t, xs), cv2.scaleAdd(self.fy, -t, ys)
+        vx, vy, fast = self.fx, self.fy, self.fast
+        for _ in range(SOURCE_ITERS):
+            vx, vy, fast, _ = cv2.split(cv2.remap(self.flow4, mx, my, cv2.INTER_LINEAR,
+                                                  borderMode=cv2.BORDER_REPLICATE))
+            mx, my = cv2.scaleAdd(vx, -t, xs), cv2.scaleAdd(vy, -t, ys)
+        r, g, b, ok = cv2.split(cv2.remap(self.pack, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        return (r, g, b), ok, fast, (vx, vy)
+
+
+def _substeps(a: np.ndarray, b: np.ndarray, xs: np.ndarray, ys: np.ndarray, side_a: _Side, side_b: _Side,
+              chg: np.ndarray, factor: int) -> np.ndarray:
+    """The interval's correction over the crop: sub-frames at j / K (K = ``factor``), each the
+    blend of ``a`` moved on by j/K along its flow and ``b`` moved back by 1 - j/K along its own,
+    weighted by their distance in time and their trust, replacing the linear blend of the two
+    frames where the flow is trusted and fast (above SLOW_PX) and the picture changes (``chg``),
+    minus that blend.
+
+    With s smear stages (``_stages``), only K / 2^s sub-steps are warped; the trapezoid sum over
+    them is then smeared along the velocity of what it shows in s two-tap stages (a box of one
+    sub-step's length, as 2^s taps), which fills the gaps between sub-steps as 2^s times as many
+    would. Everything per pixel is done on single planes with OpenCV (numpy on interleaved
+    channels cost more than the warps)."""
+    stages = _stages(factor)
+    n = math.ceil(factor / 2 ** stages)
+    acc = [np.zeros_like(chg) for _ in range(3)]
+    u_a, u_b = np.zeros_like(chg), np.zeros_like(chg)
+    vel = (np.zeros_like(chg), np.zeros_like(chg)) if stages else None
+    for j in range(1, n):
+        t = j / n
+        col_a, ok_a, fast_a, v_a = side_a.sample(xs, ys, t)
+        col_b, ok_b, fast_b, v_b = side_b.sample(xs, ys, 1.0 - t)
+        den = cv2.addWeighted(ok_a, 1.0 - t, ok_b, t, 0.0)
+        # sub-pixel motion is already integrated well by the frames themselves; flow noise is not
+        use = cv2.multiply(cv2.max(fast_a, fast_b), chg)
+        use = cv2.multiply(use, cv2.threshold(den, 1e-3, 1.0, cv2.THRESH_BINARY)[1])
+        r = cv2.divide(use, cv2.max(den, 1e-3))
+        wa, wb = cv2.multiply(ok_a, r, scale=1.0 - t), cv2.multiply(ok_b, r, scale=t)
+        for k in range(3):
+            cv2.accumulateProduct(col_a[k], wa, acc[k])
+            cv2.accumulateProduct(col_b[k], wb, acc[k])
+        cv2.scaleAdd(use, 1.0 - t, u_a, dst=u_a)
+        cv2.scaleAdd(use, t, u_b, dst=u_b)
+        if vel is not None:      # the velocity (per interval, forward in time) of what the sub-frame shows
+            nwb = cv2.multiply(wb, -1.0)
+            for k in range(2):
+                cv2.accumulateProduct(v_a[k], wa, vel[k])
+                cv2.accumulateProduct(v_b[k], nwb, vel[k])
+    # sum_j use_j (S_j - blend_j), with the blend (1 - t) a + t b
+    planes_a, planes_b = cv2.split(a), cv2.split(b)
+    delta = [acc[k] - planes_a[k] * u_a - planes_b[k] * u_b for k in range(3)]
+    if vel is not None:      # the two frames themselves move with their own flows
+        end_a = cv2.multiply(cv2.multiply(side_a.fast, side_a.ok), chg, scale=0.5)
+        end_b = cv2.multiply(cv2.multiply(side_b.fast, side_b.ok), chg, scale=-0.5)
+        for k, (fa, fb) in enumerate(((side_a.fx, side_b.fx), (side_a.fy, side_b.fy))):
+            cv2.accumulateProduct(fa, end_a, vel[k])
+            cv2.accumulateProduct(fb, end_b, vel[k])
+            vel[k][...] *= np.float32(1.0 / n)
+        ends = [(planes_a[k] + planes_b[k]) * np.float32(0.5 * n) for k in range(3)]
+        total = _smear(cv2.merge([delta[k] + ends[k] for k in range(3)] + [chg]), xs, ys, vel, 1.0 / n, stages)
+        delta = [(total[k] - ends[k]) * chg for k in range(3)]
+    return cv2.merge(delta) * np.float32(1.0 / n)
+
+
+def _stages(factor: int) -> int:
+    """Smear stages for ``factor`` sub-steps: as many as leave at least MIN_WARPED warped sub-steps,
+    at most MAX_STAGES."""
+    s = 0
+    while s < MAX_STAGES and math.ceil(factor / 2 ** (s + 1)) >= MIN_WARPED:
+        s += 1
+    return s
+
+
+def _smear(pack: np.ndarray, xs: np.ndarray, ys: np.ndarray, vel: tuple, span: float, stages: int) -> list:
+    """A 4-channel image averaged along ``vel`` (x, y planes, px per unit time) over a box of
+    ``span`` time, as 2^stages taps: each stage averages two copies shifted by +-1/4, 1/8, ... of
+    the span. Returns its planes."""
+    d = span / 4.0
+    for _ in range(stages):
+        lo = cv2.remap(pack, cv2.scaleAdd(vel[0], -d, xs), cv2.scaleAdd(vel[1], -d, ys), SMEAR_INTERP,
+                       borderMode=cv2.BORDER_REPLICATE)
+        hi = cv2.remap(pack, cv2.scaleAdd(vel[0], d, xs), cv2.scaleAdd(vel[1], d, ys), SMEAR_INTERP,
+                       borderMode=cv2.BORDER_REPLICATE)
+        pack = cv2.addWeighted(lo, 0.5, hi, 0.5, 0.0)
+        d /= 2.0
+    return cv2.split(pack)
 
 
 def _half_end(img: np.ndarray, grid: np.ndarray, velocity: np.ndarray, ok: np.ndarray, factor: int) -> np.ndarray:
@@ -154,14 +277,15 @@ def _half_end(img: np.ndarray, grid: np.ndarray, velocity: np.ndarray, ok: np.nd
     ``img`` alone: the trapezoid over sub-steps of that half interval of ``img`` moved on along
     ``velocity`` (its points' motion per frame, outward in time), minus half of ``img``."""
     m = max(1, math.ceil(factor / 2))
+    pack = cv2.merge([*cv2.split(img), ok])
     acc = np.zeros_like(img)
     for j in range(1, m + 1):
         s = 0.5 * j / m
-        src = _source(grid, velocity, s)
-        moved = cv2.remap(img, src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        use = cv2.remap(ok, src, None, cv2.INTER_LINEAR) > 0.5
+        src = _source(grid, velocity, s, SOURCE_ITERS)
+        moved = cv2.remap(pack, src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        use = moved[..., 3] > 0.5
         wt = np.float32(0.25 / m if j == m else 0.5 / m)
-        acc += np.where(use[..., None], (moved - img) * wt, 0.0).astype(np.float32)
+        acc += np.where(use[..., None], (moved[..., :3] - img) * wt, 0.0).astype(np.float32)
     return acc
 
 
