@@ -322,7 +322,7 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
         a = _linear_crop(rgb[i - 1], gains[i - 1], curve, box)
         b = _linear_crop(rgb[i], gains[i], curve, box)
         fix = interval_fix(a, b, box, None if mode == "auto" else int(mode), before=t in first_steps,
-                           after=t in last_steps, reach=st.speed)
+                           after=t in last_steps, reach=st.speed, picture_height=full_hw[0])
         if fix.factor <= 1:
             continue
         for w in windows:

@@ -32,11 +32,13 @@ MAX_FACTOR = 32
 CHANGE_CODES = 4           # grey codes two frames must differ by for a pixel to count as changing
 FB_PX = 1.0                # forward and backward flow agree within this (flow px)
 SLOW_PX = 0.5              # pixels moving less than this are left to plain averaging, full weight from 1.5
-FLOW_SCALE = 1             # flow at 1/FLOW_SCALE of the size, upsampled (2 lost 1-2 dB of the gain at 24 px/frame)
+FLOW_REF_HEIGHT = 540      # the flow is measured on crops halved while the picture stays this tall ...
+FLOW_MIN_SIDE = 64         # ... and the crop's short side this long
+FLOW_MAX_SCALE = 4
 SOURCE_ITERS = 2           # fixed-point iterations of the source maps
-MAX_STAGES = 2             # warp K / 2^s sub-steps, then smear along the motion in s stages
+MAX_STAGES = 3             # warp K / 2^s sub-steps, then smear along the motion in s stages
 SMEAR_INTERP = cv2.INTER_LINEAR
-MIN_WARPED = 3             # ... leaving at least this many sub-steps warped
+MIN_WARPED = 2             # ... leaving at least this many sub-steps warped
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 DIS_SET: dict = {}
 PARALLEL_FLOW = True
@@ -86,16 +88,31 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL[0]
 
 
-def _grey_half(rgb_lin: np.ndarray) -> np.ndarray:
-    """8-bit grey (gamma 2.2 codes) at 1/FLOW_SCALE size, from a linear-light RGB crop, for the flow."""
+def _grey_half(rgb_lin: np.ndarray, scale: int = 1) -> np.ndarray:
+    """8-bit grey (gamma 2.2 codes) at 1/``scale`` of the size, from a linear-light RGB crop, for the flow."""
     g = cv2.cvtColor(rgb_lin, cv2.COLOR_RGB2GRAY)
-    g = cv2.resize(g, (max(8, g.shape[1] // FLOW_SCALE), max(8, g.shape[0] // FLOW_SCALE)),
-                   interpolation=cv2.INTER_AREA)
-    return np.clip(np.rint(255.0 * np.power(np.maximum(g, 0.0), 1 / 2.2)), 0, 255).astype(np.uint8)
+    if scale > 1:
+        g = cv2.resize(g, (max(8, g.shape[1] // scale), max(8, g.shape[0] // scale)), interpolation=cv2.INTER_AREA)
+    return np.clip(np.rint(255.0 * cv2.pow(np.maximum(g, 0.0), 1 / 2.2)), 0, 255).astype(np.uint8)
+
+
+def flow_scale(height: int, width: int, picture_height: int = 0) -> int:
+    """How much smaller than a crop of ``height`` x ``width`` the flow is measured: halved (up to
+    FLOW_MAX_SCALE) while the picture stays at least FLOW_REF_HEIGHT tall and the crop's short side
+    at least FLOW_MIN_SIDE. What a picture shows scales with its resolution, so a 1080p crop halved
+    sees what a 540p one does at full size (measured at 1080p: as close to the exposure, and 4x
+    cheaper); a small picture halved loses the detail and pyramid levels the flow needs (1-2 dB
+    of the gain at 24 px/frame in a 640x360 clip). ``picture_height`` 0: unknown, full size."""
+    s = 1
+    while (s < FLOW_MAX_SCALE and picture_height // (2 * s) >= FLOW_REF_HEIGHT
+           and min(height, width) // (2 * s) >= FLOW_MIN_SIDE):
+        s *= 2
+    return s
 
 
 def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], factor: int | None = None,
-                 before: bool = False, after: bool = False, reach: float = 0.0) -> IntervalFix:
+                 before: bool = False, after: bool = False, reach: float = 0.0,
+                 picture_height: int = 0) -> IntervalFix:
     """The correction for the interval from frame ``a`` to frame ``b`` (linear-light float32 RGB
     crops of ``box``, gains divided out) with ``factor`` sub-steps (None: as many as the flow of
     what changes needs, ``factor_for`` of its 99th percentile).
@@ -106,6 +123,7 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     interval next to them is carried on (one-sided, from that frame only). ``reach``: how far
     (px) content may move, from the coarse motion measure: the work is done on the pixels that
     change between the frames, padded by it, which is often a fraction of ``box``.
+    ``picture_height``: the full picture's, which sets the flow's scale (``flow_scale``).
     """
     h, w = a.shape[:2]
     change_full = _changing(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY))
@@ -121,65 +139,69 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     crop = np.s_[y0:y1, x0:x1]
     a, b, change = a[crop], b[crop], change_full[crop]
     ch, cw = a.shape[:2]
-    ga, gb = _grey_half(a), _grey_half(b)
+    fs = flow_scale(ch, cw, picture_height)
+    ga, gb = _grey_half(a, fs), _grey_half(b, fs)
     if PARALLEL_FLOW:     # DIS runs on one core; the two directions run side by side
         job = _pool().submit(_flow, gb, ga)
         ff = _flow(ga, gb)
         fb = job.result()
     else:
         ff, fb = _flow(ga, gb), _flow(gb, ga)
-    if FLOW_SCALE != 1:
+    if fs != 1:
         up, s = (cw, ch), np.float32(cw / ga.shape[1])
         ff = cv2.resize(ff, up, interpolation=cv2.INTER_LINEAR) * s
         fb = cv2.resize(fb, up, interpolation=cv2.INTER_LINEAR) * s
     xs = np.tile(np.arange(cw, dtype=np.float32), (ch, 1))
     ys = np.tile(np.arange(ch, dtype=np.float32)[:, None], (1, cw))
-    fa_xy, fb_xy = cv2.split(ff), cv2.split(fb)
-    ok_a = _consistent(xs, ys, fa_xy, fb, cw, ch)
-    ok_b = _consistent(xs, ys, fb_xy, ff, cw, ch)
-    speed_a, speed_b = cv2.magnitude(*fa_xy), cv2.magnitude(*fb_xy)
+    side_a, side_b = _Side(a, ff), _Side(b, fb)
+    ok_a, ok_b = side_a.trust(xs, ys, side_b), side_b.trust(xs, ys, side_a)
     if not factor:      # enough sub-steps for what moves here, by this interval's own (finer) flow
-        speed = speed_a[change & (ok_a > 0)]
+        speed = side_a.speed[change & (ok_a > 0)]
         factor = factor_for(float(np.percentile(speed, 99))) if speed.size >= 16 else 1
         if factor <= 1:
             return zero()
     chg = change.astype(np.float32)
     full = np.zeros((h, w, 3), np.float32)
-    full[crop] = _substeps(a, b, xs, ys, _Side(a, fa_xy, ok_a, speed_a), _Side(b, fb_xy, ok_b, speed_b), chg,
-                           factor)
+    full[crop] = _substeps(a, b, xs, ys, side_a, side_b, chg, factor)
     moving = int(np.count_nonzero(change))
     conf = float(np.count_nonzero(change & (ok_a > 0) & (ok_b > 0))) / moving if moving else 1.0
     fix = IntervalFix(box, full, factor, conf)
     if before:      # the point at x at time a - s was at p in a, with p - s ff(p) = x
         fix.before = np.zeros_like(full)
-        fix.before[crop] = _half_end(a, np.dstack([xs, ys]), -ff, ok_a * chg, factor)
+        fix.before[crop] = _half_end(a, xs, ys, _Side(a, -ff), cv2.multiply(ok_a, chg), factor)
     if after:       # ... at time b + s at p in b, with p - s fb(p) = x
         fix.after = np.zeros_like(full)
-        fix.after[crop] = _half_end(b, np.dstack([xs, ys]), -fb, ok_b * chg, factor)
+        fix.after[crop] = _half_end(b, xs, ys, _Side(b, -fb), cv2.multiply(ok_b, chg), factor)
     return fix
 
 
-def _consistent(xs: np.ndarray, ys: np.ndarray, f: tuple, g: np.ndarray, w: int, h: int) -> np.ndarray:
-    """1 where following flow ``f`` (x, y planes) and then ``g`` comes back within FB_PX and lands
-    inside the picture, else 0."""
-    tx, ty = cv2.add(xs, f[0]), cv2.add(ys, f[1])
-    bx, by = cv2.split(cv2.remap(g, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-    ok = cv2.magnitude(cv2.add(f[0], bx), cv2.add(f[1], by)) < FB_PX
-    ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    return ok.astype(np.float32)
-
-
 class _Side:
-    """One frame of the interval, ready to be sampled along its flow: the flow's planes, the flow
-    packed with the fast weight (how far above SLOW_PX the point moves, 0..1) and the frame packed
-    with its trust, each in 4 channels (which remap faster than 2 or 3)."""
+    """One frame of the interval and its flow, ready to be sampled along it: the flow's planes, the
+    flow packed with the fast weight (how far above SLOW_PX the point moves, 0..1) and, once its
+    trust is known, the frame packed with it, each in 4 channels (which remap faster than 2 or 3)."""
 
-    def __init__(self, img: np.ndarray, flow_xy: tuple, ok: np.ndarray, speed: np.ndarray):
-        self.fx, self.fy = flow_xy
+    def __init__(self, img: np.ndarray, flow: np.ndarray):
+        self.img = img
+        self.fx, self.fy = cv2.split(flow)
+        self.speed = cv2.magnitude(self.fx, self.fy)
+        self.fast = np.clip(self.speed - np.float32(SLOW_PX), 0.0, 1.0)
+        self.flow4 = cv2.merge([self.fx, self.fy, self.fast, np.zeros_like(self.fast)])
+        self.ok = self.pack = None
+
+    def trust(self, xs: np.ndarray, ys: np.ndarray, other: _Side) -> np.ndarray:
+        """1 where following this flow and then ``other``'s comes back within FB_PX and lands
+        inside the picture, else 0 (kept, and packed with the frame)."""
+        h, w = xs.shape
+        tx, ty = cv2.add(xs, self.fx), cv2.add(ys, self.fy)
+        bx, by, _, _ = cv2.split(cv2.remap(other.flow4, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        ok = cv2.magnitude(cv2.add(self.fx, bx), cv2.add(self.fy, by)) < FB_PX
+        ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+        self.set_trust(ok.astype(np.float32))
+        return self.ok
+
+    def set_trust(self, ok: np.ndarray) -> None:
         self.ok = ok
-        self.fast = np.clip(speed - np.float32(SLOW_PX), 0.0, 1.0)
-        self.flow4 = cv2.merge([self.fx, self.fy, self.fast, np.zeros_like(ok)])
-        self.pack = cv2.merge([*cv2.split(img), ok])
+        self.pack = cv2.merge([*cv2.split(self.img), ok])
 
     def sample(self, xs: np.ndarray, ys: np.ndarray, t: float):
         """The frame seen at time ``t`` along its flow (``_source``'s fixed point): (colour planes,
@@ -272,21 +294,21 @@ def _smear(pack: np.ndarray, xs: np.ndarray, ys: np.ndarray, vel: tuple, span: f
     return cv2.split(pack)
 
 
-def _half_end(img: np.ndarray, grid: np.ndarray, velocity: np.ndarray, ok: np.ndarray, factor: int) -> np.ndarray:
+def _half_end(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, side: _Side, ok: np.ndarray, factor: int) -> np.ndarray:
     """Correction of the half interval beyond ``img``'s time, which the rectangle rule fills with
     ``img`` alone: the trapezoid over sub-steps of that half interval of ``img`` moved on along
-    ``velocity`` (its points' motion per frame, outward in time), minus half of ``img``."""
+    ``side``'s flow (its points' motion per frame, outward in time) where ``ok``, minus half of ``img``."""
     m = max(1, math.ceil(factor / 2))
-    pack = cv2.merge([*cv2.split(img), ok])
-    acc = np.zeros_like(img)
+    side.set_trust(ok)
+    planes = cv2.split(img)
+    acc = [np.zeros_like(ok) for _ in range(3)]
     for j in range(1, m + 1):
         s = 0.5 * j / m
-        src = _source(grid, velocity, s, SOURCE_ITERS)
-        moved = cv2.remap(pack, src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        use = moved[..., 3] > 0.5
-        wt = np.float32(0.25 / m if j == m else 0.5 / m)
-        acc += np.where(use[..., None], (moved[..., :3] - img) * wt, 0.0).astype(np.float32)
-    return acc
+        col, trust, _, _ = side.sample(xs, ys, s)
+        use = cv2.threshold(trust, 0.5, 0.25 / m if j == m else 0.5 / m, cv2.THRESH_BINARY)[1]
+        for k in range(3):
+            cv2.accumulateProduct(cv2.subtract(col[k], planes[k]), use, acc[k])
+    return cv2.merge(acc)
 
 
 def _source(grid: np.ndarray, flow: np.ndarray, t: float, iters: int = 2) -> np.ndarray:
@@ -307,8 +329,8 @@ def _inside(p: np.ndarray, w: int, h: int) -> np.ndarray:
 def _changing(grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
     """Pixels that differ between the two frames by more than CHANGE_CODES (in gamma-2.2 codes),
     with isolated pixels removed and the rest dilated by two pixels: where content moves."""
-    ca = np.power(np.maximum(grey_a, 0.0), 1 / 2.2) * 255.0
-    cb = np.power(np.maximum(grey_b, 0.0), 1 / 2.2) * 255.0
-    d = (np.abs(ca - cb) > CHANGE_CODES).astype(np.uint8)
+    ca = cv2.pow(np.maximum(grey_a, 0.0), 1 / 2.2)
+    cb = cv2.pow(np.maximum(grey_b, 0.0), 1 / 2.2)
+    d = (cv2.absdiff(ca, cb) > CHANGE_CODES / 255.0).astype(np.uint8)
     d = cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     return cv2.dilate(d, np.ones((5, 5), np.uint8)).astype(bool)
