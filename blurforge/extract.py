@@ -299,6 +299,7 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
     sums: dict = {}
     rgb: dict = {}
     stats: dict = {w: [] for w in windows}
+    crops: tuple = ()
     first_steps = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
     last_steps = {c + half_span(w) for w in windows if w % 2}
 
@@ -319,8 +320,10 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
                 rgb[j] = entries[j][0].rgb16() if depth16 else entries[j][0].rgb()
         for j in [j for j in rgb if j < i - 1]:
             del rgb[j]
-        a = _linear_crop(rgb[i - 1], gains[i - 1], curve, box)
+        # frame b of one interval is frame a of the next: its crop is kept while the box stays
+        a = crops[1] if crops and crops[0] == (i - 1, box) else _linear_crop(rgb[i - 1], gains[i - 1], curve, box)
         b = _linear_crop(rgb[i], gains[i], curve, box)
+        crops = ((i, box), b)
         fix = interval_fix(a, b, box, None if mode == "auto" else int(mode), before=t in first_steps,
                            after=t in last_steps, reach=st.speed, picture_height=full_hw[0])
         if fix.factor <= 1:
