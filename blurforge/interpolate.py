@@ -26,14 +26,12 @@ Only the region that changes between the two frames (their difference, slightly 
 corrected: flow that bleeds from a moving object onto the still background around it would
 otherwise drag the background along. Everything is in linear light with the photometric gains
 already divided out; the sharp frame is never touched. Work is limited to the box around what
-moves; the flow is measured at half size in pictures of 1080 lines or more (``flow_scale``), its
-two directions side by side on two threads; per-pixel work runs on single planes with OpenCV.
+moves; the flow is measured at half size in pictures of 1080 lines or more (``flow_scale``);
+per-pixel work runs on single planes with OpenCV.
 """
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -50,7 +48,6 @@ FLOW_MAX_SCALE = 4
 SOURCE_ITERS = 2           # fixed-point iterations of the source maps
 MAX_STAGES = 3             # warp K / 2^s sub-steps, then smear along the motion in s stages
 MIN_WARPED = 2             # ... leaving at least this many sub-steps warped
-PARALLEL_FLOW = True
 
 
 @dataclass
@@ -82,19 +79,6 @@ def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     state between calls that changed results with what it computed before (measured: the same clip
     gave other pixels after another clip in the same process)."""
     return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
-
-
-_POOL: dict = {}
-
-
-def _pool() -> ThreadPoolExecutor:
-    """One worker thread for the backward flow, made on first use in each process (a forked
-    child inherits the executor but not its thread)."""
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blurforge-flow")
-    return _POOL[pid]
 
 
 def _grey_half(rgb_lin: np.ndarray, scale: int = 1) -> np.ndarray:
@@ -150,12 +134,7 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     ch, cw = a.shape[:2]
     fs = flow_scale(ch, cw, picture_height)
     ga, gb = _grey_half(a, fs), _grey_half(b, fs)
-    if PARALLEL_FLOW:     # DIS runs on one core; the two directions run side by side
-        job = _pool().submit(_flow, gb, ga)
-        ff = _flow(ga, gb)
-        fb = job.result()
-    else:
-        ff, fb = _flow(ga, gb), _flow(gb, ga)
+    ff, fb = _flow(ga, gb), _flow(gb, ga)
     if fs != 1:
         up, s = (cw, ch), np.float32(cw / ga.shape[1])
         ff = cv2.resize(ff, up, interpolation=cv2.INTER_LINEAR) * s
