@@ -45,9 +45,9 @@ SLOW_PX = 0.5              # pixels moving less than this are left to plain aver
 FLOW_REF_HEIGHT = 540      # the flow is measured on crops halved while the picture stays this tall ...
 FLOW_MIN_SIDE = 64         # ... and the crop's short side this long
 FLOW_MAX_SCALE = 4
-SOURCE_ITERS = 2           # fixed-point iterations of the source maps
+SOURCE_ITERS = 2           # fixed-point iterations of the source maps (1 lost 0.5-1.2 dB at 24 px/frame)
 MAX_STAGES = 3             # warp K / 2^s sub-steps, then smear along the motion in s stages
-MIN_WARPED = 2             # ... leaving at least this many sub-steps warped
+MIN_WARPED = 2             # ... leaving at least this many warped (2 and 3 stages measured no worse than 3 and 2)
 
 
 @dataclass
