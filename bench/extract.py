@@ -241,11 +241,13 @@ def timed(name, fn):
 class Cv2:
     def __getattr__(self, n):
         return getattr(cv2, n)
-for n in ("remap", "resize", "addWeighted", "cvtColor", "morphologyEx", "dilate", "add"):
+for n in ("remap", "resize", "split", "merge", "scaleAdd", "multiply", "accumulateProduct", "cvtColor"):
     setattr(Cv2, n, staticmethod(timed("cv2." + n, getattr(cv2, n))))
 ip.cv2 = Cv2()
-for n in ("_flow", "_source", "_half_end", "_changing", "_grey_half", "_inside"):
+for n in ("_flow", "_substeps", "_smear", "_half_end", "_changing", "_grey_half"):
     setattr(ip, n, timed(n, getattr(ip, n)))
+for n in ("sample", "trust"):
+    setattr(ip._Side, n, timed("_Side." + n, getattr(ip._Side, n)))
 fixes = []
 inner = timed("interval_fix", ip.interval_fix)
 def interval_fix(a, b, box, *args, **kw):
@@ -267,9 +269,11 @@ print(json.dumps({"seconds": time.perf_counter() - t, "pairs": s["pairs"], "fram
 def profile_interp(clip: Path, out: Path, opts: dict) -> dict:
     """One instrumented extract (interpolate auto) in a child: wall time in ``interval_fix`` per
     corrected interval at full resolution, and inside it, exclusive of what they call, ``_flow``
-    (DIS, two per interval), ``_source`` (fixed-point source maps), ``cv2.remap`` (samples of the
-    frames and of the trust masks), ``_half_end`` (odd windows' end half intervals), the rest
-    (numpy: masks, blends, the delta); beside them ``_linear_crop`` (the boxes to linear light)."""
+    (DIS, two per interval), ``_Side.trust`` (forward/backward consistency), ``_substeps`` (the
+    warped sub-frames), ``_Side.sample`` (their fixed-point source maps and samples), ``_smear``
+    (the smear stages along the motion), ``_half_end`` (odd windows' end half intervals), the
+    OpenCV calls they make (``cv2.*``), and the rest; beside them ``_linear_crop`` (the boxes to
+    linear light)."""
     res = subprocess.run([sys.executable, "-c", PROFILE_CHILD, str(clip), str(out), json.dumps(opts)],
                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if res.returncode:
@@ -283,7 +287,7 @@ def profile_interp(clip: Path, out: Path, opts: dict) -> dict:
                   "share_of_interval_fix": round(v[2] / total_fix, 3) if total_fix else None}
               for k, v in sorted(st.items(), key=lambda kv: -kv[1][2])
               if k not in ("_interval_fixes",)}
-    stages["interval_fix"]["note"] = "its own numpy work (masks, blends, deltas), outside the calls listed"
+    stages["interval_fix"]["note"] = "its own work (change mask, crop, factor), outside the calls listed"
     fx = [f[0] for f in fixes]
     return {
         "intervals": n, "profiled_extract_seconds": round(r["seconds"], 2),

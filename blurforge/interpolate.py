@@ -192,8 +192,10 @@ class _Side:
         self.pack = cv2.merge([self.img, ok])
 
     def sample(self, xs: np.ndarray, ys: np.ndarray, t: float):
-        """The frame seen at time ``t`` along its flow (``_source``'s fixed point): (colour planes,
-        trust, fast weight, velocity planes of the point sampled)."""
+        """The frame seen at time ``t`` along its flow: at each pixel x, the frame at p with
+        p + t flow(p) = x, by fixed-point iteration from p = x - t flow(x) (the flow of the point
+        itself, not of whatever is at x in this frame: the two differ at moving edges). Returns
+        (colour planes, trust, fast weight, velocity planes of the point sampled)."""
         mx, my = cv2.scaleAdd(self.fx, -t, xs), cv2.scaleAdd(self.fy, -t, ys)
         vx, vy, fast = self.fx, self.fy, self.fast
         for _ in range(SOURCE_ITERS):
@@ -297,23 +299,6 @@ def _half_end(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, side: _Side, ok: 
         for k in range(3):
             cv2.accumulateProduct(cv2.subtract(col[k], planes[k]), use, acc[k])
     return cv2.merge(acc)
-
-
-# The reference forms of what _Side.sample and _Side.trust compute on planes (bench/extract.py's
-# --interp profile still hooks them by name).
-def _source(grid: np.ndarray, flow: np.ndarray, t: float, iters: int = 2) -> np.ndarray:
-    """Where the point at each pixel at time ``t`` (0..1 of the interval) was in the flow's frame:
-    p with p + t flow(p) = x, by fixed-point iteration from p = x - t flow(x) (the flow of the
-    point itself, not of whatever is at x in the first frame: the two differ at moving edges)."""
-    p = cv2.addWeighted(grid, 1.0, flow, -t, 0.0)
-    for _ in range(iters):
-        f = cv2.remap(flow, p, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        p = cv2.addWeighted(grid, 1.0, f, -t, 0.0)
-    return p
-
-
-def _inside(p: np.ndarray, w: int, h: int) -> np.ndarray:
-    return (p[..., 0] >= 0) & (p[..., 0] <= w - 1) & (p[..., 1] >= 0) & (p[..., 1] <= h - 1)
 
 
 def _changing(grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
