@@ -433,14 +433,13 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                 step = flow.step(greys[i - gap], greys[i], track.step(i, gap), scale, gap)
                 step_cache.update(dict.fromkeys(span, step))
         steps = {t: step_cache[t] for t in range(c - H + 1, c + H + 1)}
-        return track, to_full(track.warps, small_hw, full_hw), fit, steps
+        return track, to_full(track.warps, small_hw, full_hw), fit, steps, scale
 
     def make_pair(c: int, entries: list, score: float, motion: tuple):
         """Window averages and the shard row of centre c (runs in the background). ``entries``: the
         ring entries of frames c-H .. c+H; ``motion``: their ``motion_of``."""
         nonlocal ghosted, interpolated
-        track, warps, fit, steps = motion
-        scale = reader.width / entries[0][1].shape[1]
+        track, warps, fit, steps, scale = motion
         fixed = _interval_fixes(entries, c, H, steps, fit.gains, curve, depth16, scale, full_hw,
                                 opts.interpolate, windows, opts.ghost_px)
         corrections = {w: fixed[w][0] for w in windows}
