@@ -311,9 +311,10 @@ def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, cur
 
     for t in range(c - H + 1, c + H + 1):
         st = steps[t]
-        if st.box is None or st.speed <= ghost_px:
+        where = st.sub_box if mode == "auto" else st.box     # auto: only what needs sub-frames (SUBSTEP_PX)
+        if where is None or st.speed <= ghost_px:
             continue
-        box = grow_box(st.box, scale, st.speed + 8, full_hw[1], full_hw[0])
+        box = grow_box(where, scale, st.speed + 8, full_hw[1], full_hw[0])
         i = t - (c - H)
         for j in (i - 1, i):        # consecutive intervals share a frame: convert each once
             if j not in rgb:

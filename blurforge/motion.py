@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .align import level_matrix
+from .interpolate import SUBSTEP_PX
 
 TRACK_POINTS = 1000        # template pixels used, the strongest gradients (2000: centroid 0.018 vs 0.020 px)
 TRACK_ITERS = 10
@@ -266,6 +267,7 @@ class Step(NamedTuple):
     speed: float                                  # full-res px/frame reached by MOVING_SHARE of the picture
     share: float                                  # share of the picture moving more than 1 px/frame
     box: tuple[int, int, int, int] | None         # x, y, w, h (small px) of what moves more than 1 px/frame
+    sub_box: tuple[int, int, int, int] | None = None   # ... more than SUBSTEP_PX: what needs sub-frames
 
 
 class FlowMeter:
@@ -309,7 +311,9 @@ class FlowMeter:
 
         ``camera``: 2x3, prev px -> cur px (small frames). Returns the speed that at least
         MOVING_SHARE of the picture reaches, the share moving more than 1 px per frame, and the
-        bounding box of what does (small-frame px, or None).
+        bounding boxes of what does and of what moves more than SUBSTEP_PX (small-frame px, or
+        None): a camera shaking a little over a pixel per frame moves the whole picture past 1 px
+        but needs no sub-frames, while an object crossing it does.
         """
         prev, cur = np.asarray(prev, np.uint8), np.asarray(cur, np.uint8)
         h, w = prev.shape
@@ -338,7 +342,8 @@ class FlowMeter:
         fast = speed > 1.0
         share = float(np.count_nonzero(fast)) / flat.size
         box = cv2.boundingRect(fast.view(np.uint8)) if share else None
-        return Step(top, share, box)
+        sub = speed > SUBSTEP_PX
+        return Step(top, share, box, cv2.boundingRect(sub.view(np.uint8)) if sub.any() else None)
 
 
 def window_motion(steps: list[Step]) -> tuple[float, float]:

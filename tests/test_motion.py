@@ -71,6 +71,12 @@ def test_flow_finds_a_fast_patch_on_a_still_background():
     moved = cv2.warpAffine(bg, pan, (bg.shape[1], bg.shape[0]), borderMode=cv2.BORDER_REFLECT)
     cam = meter.step(bg.astype(np.uint8), moved.astype(np.uint8), pan, 4.0)
     assert abs(cam.speed - 2.0) < 0.05 and cam.share > 0.95
+    assert cam.sub_box == (0, 0, bg.shape[1], bg.shape[0])        # 2 px/frame: all of it needs sub-frames
+    assert step.sub_box == step.box and still.sub_box is None
+    shake = np.float32([[1, 0, 0.3], [0, 1, 0]])      # 1.2 full px: past 1 px/frame, under SUBSTEP_PX
+    shaken = cv2.warpAffine(bg, shake, (bg.shape[1], bg.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    small = meter.step(bg.astype(np.uint8), shaken.astype(np.uint8), shake, 4.0)
+    assert small.share > 0.95 and small.sub_box is None, small
     assert window_motion([still, step, step, still]) == (step.speed, step.share)
 
 
