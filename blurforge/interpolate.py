@@ -49,6 +49,11 @@ SOURCE_ITERS = 2           # fixed-point iterations of the source maps (1 lost 0
 MAX_STAGES = 3             # warp K / 2^s sub-steps, then smear along the motion in s stages
 MIN_WARPED = 2             # ... leaving at least this many warped (2 and 3 stages measured no worse than 3 and 2)
 
+try:  # the optional C kernel (setup.py): the sub-frames and the smear in single passes; OpenCV without it
+    from . import _subframe as _kernel
+except ImportError:  # pragma: no cover - depends on the build
+    _kernel = None
+
 
 @dataclass
 class IntervalFix:
@@ -221,6 +226,8 @@ def _substeps(a: np.ndarray, b: np.ndarray, xs: np.ndarray, ys: np.ndarray, side
     channels cost more than the warps)."""
     stages = _stages(factor)
     n = math.ceil(factor / 2 ** stages)
+    if _kernel is not None:
+        return _substeps_fused(side_a, side_b, chg, n, stages)
     acc = [np.zeros_like(chg) for _ in range(3)]
     u_a, u_b = np.zeros_like(chg), np.zeros_like(chg)
     vel = (np.zeros_like(chg), np.zeros_like(chg)) if stages else None
@@ -258,6 +265,23 @@ def _substeps(a: np.ndarray, b: np.ndarray, xs: np.ndarray, ys: np.ndarray, side
         total = _smear(cv2.merge([delta[k] + ends[k] for k in range(3)] + [chg]), xs, ys, vel, 1.0 / n, stages)
         delta = [(total[k] - ends[k]) * chg for k in range(3)]
     return cv2.merge(delta) * np.float32(1.0 / n)
+
+
+def _substeps_fused(side_a: _Side, side_b: _Side, chg: np.ndarray, n: int, stages: int) -> np.ndarray:
+    """``_substeps`` with the C kernel: all n - 1 warped sub-frames in one pass over the crop (the
+    sums stay in registers, no intermediate planes), then one pass per smear stage. Samples use
+    exact bilinear weights where OpenCV's remap rounds positions to 1/32 px."""
+    h, w = chg.shape
+    pa, pb = np.ascontiguousarray(side_a.pack), np.ascontiguousarray(side_b.pack)
+    chg = np.ascontiguousarray(chg, np.float32)
+    out, vel = np.empty((h, w, 4), np.float32), np.empty((h, w, 2), np.float32)
+    _kernel.substeps(np.ascontiguousarray(side_a.flow4), pa, np.ascontiguousarray(side_b.flow4), pb, chg, out, vel,
+                     h, w, n, SOURCE_ITERS, stages > 0)
+    tmp, d = np.empty_like(out), 0.25 / n
+    for s in range(stages):
+        _kernel.smear(out, vel, chg, pa, pb, tmp, h, w, d, n, s == stages - 1)
+        out, tmp, d = tmp, out, d / 2.0
+    return out[..., :3]
 
 
 def _stages(factor: int) -> int:
