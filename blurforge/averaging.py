@@ -84,9 +84,10 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     windows cost one linearisation per frame.
 
     ``corrections[w]``: (x0, y0, x1, y1, delta) boxes of linear light to add to window w's *sum*
-    (sub-frame interpolation: ``blurforge.interpolate``); ``plain_crops[w] = (x0, y0, x1, y1)``
-    is replaced by window w's encoded average in that box before the corrections (for a
-    side-by-side look).
+    (sub-frame interpolation: ``blurforge.interpolate``), or a function returning that dict, called
+    once every frame has been read (corrections made from the frames as they are read);
+    ``plain_crops[w] = (x0, y0, x1, y1)`` is replaced by window w's encoded average in that box
+    before the corrections (for a side-by-side look).
 
     16-bit input: when ``frames`` has a method ``frame16(t)`` (and ``frames.depth16``), the frames
     it returns (uint16 RGB, 0..65535) are averaged instead, through the curve's 65536-entry table
@@ -126,6 +127,8 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
             if tmp is None or tmp.shape[1:] != frame.shape[1:]:
                 tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + frame.shape[1:], np.float32)
             add_linear(acc, frame, lut, tmp)
+    if callable(corrections):
+        corrections = corrections()
     sums = {edges[0]: buffers[0]}
     for k in range(1, len(edges)):  # S(edges[k]) accumulates into band k's buffer
         cv2.add(buffers[k], sums[edges[k - 1]], dst=buffers[k])

@@ -17,6 +17,7 @@ import os
 import queue
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory
 
 CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
 GHOST_PX = 1.0
+SUBFRAME_WORKERS = min(4, len(os.sched_getaffinity(0)))   # threads making sub-frames beside the averaging
 
 
 @dataclass
@@ -161,11 +163,13 @@ class _RgbWindow(collections.abc.Sequence):
 
     ``depth16`` (10/12/16-bit sources): the averaging reads ``frame16(i)`` (uint16 RGB) instead,
     and the centre as an item (the sharp frame) is that same 16-bit frame rounded to 8 bits, so
-    blur and sharp come from one conversion."""
+    blur and sharp come from one conversion. ``seen(i, rgb)`` is called with each frame the
+    averaging reads, once (the sub-frames are made from them)."""
 
-    def __init__(self, frames, centre: int, depth16: bool = False):
+    def __init__(self, frames, centre: int, depth16: bool = False, seen=None):
         self.frames, self.centre, self._centre_rgb = list(frames), centre, None
         self.depth16, self._centre16 = depth16, None
+        self.seen = seen or (lambda i, rgb: None)
 
     def __len__(self):
         return len(self.frames)
@@ -173,19 +177,27 @@ class _RgbWindow(collections.abc.Sequence):
     def __getitem__(self, i):
         if i == self.centre:
             if self._centre_rgb is None:
-                self._centre_rgb = (cv2.convertScaleAbs(self.frame16(i), alpha=1 / 257) if self.depth16
-                                    else self.frames[i].rgb())
+                if self.depth16:
+                    self._centre_rgb = cv2.convertScaleAbs(self.frame16(i), alpha=1 / 257)
+                else:
+                    self._centre_rgb = self.frames[i].rgb()
+                    self.seen(i, self._centre_rgb)
             return self._centre_rgb
         frame, self.frames[i] = self.frames[i], None
-        return frame.rgb()
+        rgb = frame.rgb()
+        self.seen(i, rgb)
+        return rgb
 
     def frame16(self, i):
         if i == self.centre:
             if self._centre16 is None:
                 self._centre16 = self.frames[i].rgb16()
+                self.seen(i, self._centre16)
             return self._centre16
         frame, self.frames[i] = self.frames[i], None
-        return frame.rgb16()
+        rgb = frame.rgb16()
+        self.seen(i, rgb)
+        return rgb
 
 
 class _Background:
@@ -284,64 +296,92 @@ def _linear_crop(rgb: np.ndarray, gain: float, curve, box) -> np.ndarray:
     return cv2.LUT(np.ascontiguousarray(rgb[y0:y1, x0:x1]), (curve.lut / gain).astype(np.float32))
 
 
-def _interval_fixes(entries, c: int, H: int, steps: dict, gains: np.ndarray, curve, depth16: bool, scale: float,
-                    full_hw: tuple[int, int], mode: str, windows: list[int], ghost_px: float = GHOST_PX) -> dict:
+class _SubFrames:
     """Sub-frame corrections (``interpolate.interval_fix``) of the intervals t-1 -> t of the window
-    c-H .. c+H whose local motion exceeds a pixel, summed per window over the intervals inside it.
+    c-H .. c+H whose local motion needs them, made from the frames as the averaging converts them
+    (``frame``), so each frame is converted to RGB once, on a pool of threads beside the averaging.
 
-    ``mode``: auto, off, or a fixed factor. Returns {w: (corrections for ``average_windows``,
-    largest factor, intervals corrected, mean confidence)}. Each interval's correction is added to
-    its windows' sums as soon as it is made, so memory stays one frame-sized sum per window.
+    ``mode``: auto or a fixed factor. Corrections are summed per window in interval order (the
+    result does not depend on which thread finished first) as soon as a few are done, so memory
+    stays one frame-sized sum per window plus the crops in flight. ``finish`` waits for the rest
+    and returns what ``average_windows`` adds; ``stats[w]`` is then (largest factor, intervals
+    corrected, mean confidence).
     """
-    out = {w: ([], 1, 0, 1.0) for w in windows}
-    if mode == "off":
-        return out
-    sums: dict = {}
-    rgb: dict = {}
-    stats: dict = {w: [] for w in windows}
-    crops: tuple = ()
-    first_steps = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
-    last_steps = {c + half_span(w) for w in windows if w % 2}
 
-    def add(w, box, delta):
-        acc = sums.get(w)
+    def __init__(self, pool, in_flight: int, c: int, H: int, steps: dict, gains: np.ndarray, curve, scale: float,
+                 full_hw: tuple[int, int], mode: str, windows: list[int], ghost_px: float = GHOST_PX):
+        self.pool, self.in_flight, self.c, self.H, self.gains, self.curve = pool, in_flight, c, H, gains, curve
+        self.mode, self.windows, self.full_hw = mode, windows, full_hw
+        self.sums: dict = {}
+        self.found: dict = {w: [] for w in windows}
+        self.pending: collections.deque = collections.deque()
+        self.prev = self.crop = None
+        self.first = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
+        self.last = {c + half_span(w) for w in windows if w % 2}
+        self.boxes = {}
+        for t in range(c - H + 1, c + H + 1):
+            st = steps[t]
+            where = st.sub_box if mode == "auto" else st.box      # auto: only what needs sub-frames (SUBSTEP_PX)
+            if where is not None and st.speed > ghost_px:
+                self.boxes[t] = (grow_box(where, scale, st.speed + 8, full_hw[1], full_hw[0]), st.speed)
+
+    def frame(self, i: int, rgb: np.ndarray) -> None:
+        """Frame c-H+i, decoded to RGB (uint8, or uint16 for deep sources): start the interval
+        that ends at it."""
+        prev, self.prev = self.prev, rgb
+        t = self.c - self.H + i
+        if t not in self.boxes or prev is None:
+            return
+        box, speed = self.boxes[t]
+        # frame b of one interval is frame a of the next: its crop is kept while the box stays
+        a = self.crop[1] if self.crop and self.crop[0] == (i - 1, box) else _linear_crop(prev, self.gains[i - 1],
+                                                                                        self.curve, box)
+        b = _linear_crop(rgb, self.gains[i], self.curve, box)
+        self.crop = ((i, box), b)
+        job = self.pool.submit(interval_fix, a, b, box, None if self.mode == "auto" else int(self.mode),
+                               before=t in self.first, after=t in self.last, reach=speed,
+                               picture_height=self.full_hw[0])
+        self.pending.append((t, box, job))
+        while len(self.pending) > self.in_flight:
+            self._add(*self.pending.popleft())
+
+    def _add(self, t: int, box, job) -> None:
+        fix = job.result()
+        if fix.factor <= 1:
+            return
+        for w in self.windows:
+            h = half_span(w)
+            if self.c - h + 1 <= t <= self.c + h:
+                self._sum(w, box, fix.delta)
+                self.found[w].append((fix.factor, fix.confidence))
+                if w % 2 and t == self.c - h + 1:
+                    self._sum(w, box, fix.before)
+                if w % 2 and t == self.c + h:
+                    self._sum(w, box, fix.after)
+
+    def _sum(self, w: int, box, delta: np.ndarray) -> None:
+        acc = self.sums.get(w)
         if acc is None:
-            acc = sums[w] = np.zeros((full_hw[0], full_hw[1], 3), np.float32)
+            acc = self.sums[w] = np.zeros((self.full_hw[0], self.full_hw[1], 3), np.float32)
         acc[box[1]:box[3], box[0]:box[2]] += delta
 
-    for t in range(c - H + 1, c + H + 1):
-        st = steps[t]
-        where = st.sub_box if mode == "auto" else st.box     # auto: only what needs sub-frames (SUBSTEP_PX)
-        if where is None or st.speed <= ghost_px:
-            continue
-        box = grow_box(where, scale, st.speed + 8, full_hw[1], full_hw[0])
-        i = t - (c - H)
-        for j in (i - 1, i):        # consecutive intervals share a frame: convert each once
-            if j not in rgb:
-                rgb[j] = entries[j][0].rgb16() if depth16 else entries[j][0].rgb()
-        for j in [j for j in rgb if j < i - 1]:
-            del rgb[j]
-        # frame b of one interval is frame a of the next: its crop is kept while the box stays
-        a = crops[1] if crops and crops[0] == (i - 1, box) else _linear_crop(rgb[i - 1], gains[i - 1], curve, box)
-        b = _linear_crop(rgb[i], gains[i], curve, box)
-        crops = ((i, box), b)
-        fix = interval_fix(a, b, box, None if mode == "auto" else int(mode), before=t in first_steps,
-                           after=t in last_steps, reach=st.speed, picture_height=full_hw[0])
-        if fix.factor <= 1:
-            continue
-        for w in windows:
-            h = half_span(w)
-            if c - h + 1 <= t <= c + h:
-                add(w, box, fix.delta)
-                stats[w].append((fix.factor, fix.confidence))
-                if w % 2 and t == c - h + 1:
-                    add(w, box, fix.before)
-                if w % 2 and t == c + h:
-                    add(w, box, fix.after)
-    for w, acc in sums.items():
-        out[w] = ([(0, 0, full_hw[1], full_hw[0], acc)], max(k for k, _ in stats[w]), len(stats[w]),
-                  float(np.mean([q for _, q in stats[w]])))
-    return out
+    def finish(self) -> dict:
+        """Wait for the intervals still in flight; the corrections to add to each window's sum."""
+        while self.pending:
+            self._add(*self.pending.popleft())
+        self.prev = self.crop = None
+        return {w: [(0, 0, self.full_hw[1], self.full_hw[0], acc)] for w, acc in self.sums.items()}
+
+    def cancel(self) -> None:
+        for *_, job in self.pending:
+            job.cancel()
+        self.pending.clear()
+
+    def stats(self, w: int) -> tuple[int, int, float]:
+        found = self.found[w]
+        if not found:
+            return 1, 0, 1.0
+        return max(k for k, _ in found), len(found), float(np.mean([q for _, q in found]))
 
 
 def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None,
@@ -441,15 +481,19 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         ring entries of frames c-H .. c+H; ``motion``: their ``motion_of``."""
         nonlocal ghosted, interpolated
         track, warps, fit, steps, scale = motion
-        fixed = _interval_fixes(entries, c, H, steps, fit.gains, curve, depth16, scale, full_hw,
-                                opts.interpolate, windows, opts.ghost_px)
-        corrections = {w: fixed[w][0] for w in windows}
+        subs = None if pool is None else _SubFrames(pool, 2 * workers, c, H, steps, fit.gains, curve, scale,
+                                                    full_hw, opts.interpolate, windows, opts.ghost_px)
         boxes = {w: _crop_box(steps[max(range(c - half_span(w) + 1, c + half_span(w) + 1),
                                         key=lambda t: steps[t].speed)], scale, full_hw) for w in windows}
         crops = dict(boxes)
-        frames = _RgbWindow([e[0] for e in entries], H, depth16)
+        frames = _RgbWindow([e[0] for e in entries], H, depth16, subs and subs.frame)
         entries.clear()
-        blurs = average_windows(frames, fit.gains, windows, store, buffers, corrections, crops)
+        try:
+            blurs = average_windows(frames, fit.gains, windows, store, buffers, subs and subs.finish, crops)
+        finally:
+            if subs is not None:
+                subs.cancel()
+        fixed = {w: subs.stats(w) if subs else (1, 0, 1.0) for w in windows}
         meta = {"meta/sharpness": np.float32(score), "meta/flicker_hz": np.float32(fit.flicker_hz),
                 "meta/flicker_amplitude": np.float32(fit.amplitude),
                 "meta/flicker_significance": np.float32(fit.significance)}
@@ -460,7 +504,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
             speed, share = window_motion([st for k, st in enumerate(ws) if k == 0 or st is not ws[k - 1]])
             ghost = speed > opts.ghost_px
             ghosted += ghost
-            interpolated += fixed[w][2] > 0
+            interpolated += fixed[w][1] > 0
             meta.update({f"meta/{w}/first": np.int64(c - h), f"meta/{w}/last": np.int64(c + h),
                          f"meta/{w}/gains": fit.gains[sl].astype(np.float32),
                          f"meta/{w}/motion_px": np.float32(speed), f"meta/{w}/moving_fraction": np.float32(share),
@@ -468,9 +512,9 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
                          f"meta/{w}/trajectory": warps[sl, :2].astype(np.float32),
                          f"meta/{w}/centroid": centroid(warps[sl], window_weights(w)),
                          f"meta/{w}/track_inliers": np.float32(track.inliers[sl].min()),
-                         f"meta/{w}/interp_factor": np.int32(fixed[w][1]),
-                         f"meta/{w}/interp_intervals": np.int32(fixed[w][2]),
-                         f"meta/{w}/interp_confidence": np.float32(fixed[w][3]),
+                         f"meta/{w}/interp_factor": np.int32(fixed[w][0]),
+                         f"meta/{w}/interp_intervals": np.int32(fixed[w][1]),
+                         f"meta/{w}/interp_confidence": np.float32(fixed[w][2]),
                          f"meta/{w}/plain_crop": crops[w],
                          f"meta/{w}/crop_xy": np.array(boxes[w][:2], np.int32)})
         writer.add(frames.frame16(H) if bits16 else frames[H], {str(w): blurs[w] for w in windows}, center=c,
@@ -485,6 +529,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
 
     n = 0
     worker = _Background()
+    workers = SUBFRAME_WORKERS
+    pool = None if opts.interpolate == "off" else ThreadPoolExecutor(workers, thread_name_prefix="subframes")
     try:
         for frame in reader:
             # video-range luma as decoded: sharpness, tracking and flow do not depend on the range's
@@ -539,6 +585,9 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         worker.cancel()
         writer.abort()
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if ghosted > interpolated:
         warn(f"{clip.name}: {ghosted} window(s) move more than {opts.ghost_px:g} px/frame, "
              f"{interpolated} of them interpolated: the others' blur may show ghost steps (see meta/<W>/ghosting"

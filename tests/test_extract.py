@@ -16,6 +16,7 @@ from conftest import decode_all, load_truth, make_clip, psnr
 from blurforge.cli import main
 from blurforge.extract import ExtractOptions, extract_clip
 from blurforge.shards import FORMAT_NAME, FORMAT_VERSION
+from blurforge.synth import SynthConfig, synthesize
 
 GAMMA = 2.2
 
@@ -197,3 +198,21 @@ def test_peak_memory_does_not_grow_with_clip_length(tmp_path):
     # the 600 frames more would be 415 MB as RGB (100 MB even as 4:2:0); the ring holds 73 frames
     # whatever the length, so the longer clip may cost only allocator noise more
     assert b < a * 1.1 + 10, (a, b)
+
+
+def test_sub_frames_do_not_depend_on_how_many_threads_make_them(tmp_path, monkeypatch):
+    """The intervals' corrections are made on a pool of threads beside the averaging and summed in
+    interval order: one thread or several give the same bytes."""
+    import blurforge.extract as ex
+
+    clip = tmp_path / "fast.mp4"
+    synthesize(clip, SynthConfig(width=320, height=180, fps=960, frames=90, seed=4, crf=-1, object_speed=12))
+    blurs = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(ex, "SUBFRAME_WORKERS", workers)
+        s = extract_clip(clip, ExtractOptions(windows=[9, 36], out=tmp_path / str(workers)))
+        with h5py.File(s["shard"], "r") as f:
+            assert f["meta/36/interp_intervals"][()].min() > 0
+            blurs[workers] = [f[f"blur/{w}"][()] for w in (9, 36)]
+    for one, many in zip(blurs[1], blurs[3]):
+        np.testing.assert_array_equal(one, many)
