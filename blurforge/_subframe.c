@@ -9,6 +9,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define CLONES __attribute__((target_clones("avx2", "default")))
@@ -205,6 +206,38 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
     }
 }
 
+CLONES
+static void pack_flow_rows(const float *flow, float *flow4, float *speed, Py_ssize_t count, float slow)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const float fx = flow[2 * i], fy = flow[2 * i + 1], v = sqrtf(fx * fx + fy * fy);
+        float fast = v - slow;
+        fast = fast > 0.0f ? fast : 0.0f;
+        flow4[4 * i] = fx, flow4[4 * i + 1] = fy, flow4[4 * i + 2] = fast < 1.0f ? fast : 1.0f, flow4[4 * i + 3] = 0.0f;
+        speed[i] = v;
+    }
+}
+
+CLONES
+static void trust_rows(const Img4 *self, const Img4 *other, const float *img, float *pack, float *ok, float fb_px)
+{
+    const int w = self->w, h = self->h;
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            const Py_ssize_t i = (Py_ssize_t)y * w + x;
+            const float fx = self->p[4 * i], fy = self->p[4 * i + 1], tx = (float)x + fx, ty = (float)y + fy;
+            float back[4];
+            sample4(other, tx, ty, back);
+            const float ex = fx + back[0], ey = fy + back[1];
+            const int inside = (tx >= 0.0f) & (tx <= (float)(w - 1)) & (ty >= 0.0f) & (ty <= (float)(h - 1));
+            const float good = (float)((sqrtf(ex * ex + ey * ey) < fb_px) & inside);     /* no branches to miss */
+            pack[4 * i] = img[3 * i], pack[4 * i + 1] = img[3 * i + 1], pack[4 * i + 2] = img[3 * i + 2];
+            pack[4 * i + 3] = good;
+            ok[i] = good;
+        }
+    }
+}
+
 /* Checks that a buffer is C-contiguous float32 data of n values. */
 static int check(Py_buffer *b, Py_ssize_t n, const char *what)
 {
@@ -278,6 +311,59 @@ static PyObject *smear(PyObject *self, PyObject *args)
     return result;
 }
 
+static PyObject *pack_flow(PyObject *self, PyObject *args)
+{
+    Py_buffer b[3];
+    int h, w;
+    float slow;
+    if (!PyArg_ParseTuple(args, "y*w*w*iif:pack_flow", &b[0], &b[1], &b[2], &h, &w, &slow))
+        return NULL;
+    static const char *names[3] = {"flow", "flow4", "speed"};
+    static const int per[3] = {2, 4, 1};
+    PyObject *result = NULL;
+    int ok = h > 0 && w > 0;
+    if (!ok)
+        PyErr_SetString(PyExc_ValueError, "pack_flow: h, w must be positive");
+    for (int k = 0; ok && k < 3; k++)
+        ok = check(&b[k], (Py_ssize_t)h * w * per[k], names[k]);
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        pack_flow_rows(b[0].buf, b[1].buf, b[2].buf, (Py_ssize_t)h * w, slow);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    for (int k = 0; k < 3; k++)
+        PyBuffer_Release(&b[k]);
+    return result;
+}
+
+static PyObject *trust(PyObject *self, PyObject *args)
+{
+    Py_buffer b[5];
+    int h, w;
+    float fb_px;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*iif:trust", &b[0], &b[1], &b[2], &b[3], &b[4], &h, &w, &fb_px))
+        return NULL;
+    static const char *names[5] = {"flow4", "other", "img", "pack", "ok"};
+    static const int per[5] = {4, 4, 3, 4, 1};
+    PyObject *result = NULL;
+    int ok = h > 0 && w > 0 && (Py_ssize_t)h * w < INT_MAX / 8;
+    if (!ok)
+        PyErr_SetString(PyExc_ValueError, "trust: h, w must be positive (h w < 2^28)");
+    for (int k = 0; ok && k < 5; k++)
+        ok = check(&b[k], (Py_ssize_t)h * w * per[k], names[k]);
+    if (ok) {
+        Img4 f = {b[0].buf, w, h}, o = {b[1].buf, w, h};
+        Py_BEGIN_ALLOW_THREADS
+        trust_rows(&f, &o, b[2].buf, b[3].buf, b[4].buf, fb_px);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    for (int k = 0; k < 5; k++)
+        PyBuffer_Release(&b[k]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"substeps", substeps, METH_VARARGS,
      "substeps(flow_a, pack_a, flow_b, pack_b, chg, out, vel, h, w, n, iters, smear)\n\n"
@@ -290,6 +376,15 @@ static PyMethodDef methods[] = {
      "smear(src, vel, chg, pack_a, pack_b, dst, h, w, d, n, last)\n\n"
      "One smear stage: dst = the mean of src sampled at x - d vel and x + d vel. last: dst = (that / n\n"
      "less (a + b) / 2) * chg in r, g, b (0 in the 4th channel). dst must not be src. Runs without the GIL."},
+    {"pack_flow", pack_flow, METH_VARARGS,
+     "pack_flow(flow, flow4, speed, h, w, slow)\n\n"
+     "flow (x, y) -> flow4 = (x, y, fast, 0) with fast = clip(|flow| - slow, 0, 1), and speed = |flow|.\n"
+     "All float32, C-contiguous, h x w x (2, 4, 1). Runs without the GIL."},
+    {"trust", trust, METH_VARARGS,
+     "trust(flow4, other, img, pack, ok, h, w, fb_px)\n\n"
+     "ok = 1 where following flow4 (x, y in its first channels) and then other's flow (sampled there)\n"
+     "comes back within fb_px and lands inside the picture, else 0; pack = (img r, g, b, ok). All float32,\n"
+     "C-contiguous, h x w x (4, 4, 3, 4, 1). Runs without the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -146,8 +146,12 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
         fb = cv2.resize(fb, up, interpolation=cv2.INTER_LINEAR) * s
     xs = np.tile(np.arange(cw, dtype=np.float32), (ch, 1))
     ys = np.tile(np.arange(ch, dtype=np.float32)[:, None], (1, cw))
-    side_a, side_b = _Side(a, ff), _Side(b, fb)
-    ok_a, ok_b = side_a.trust(xs, ys, side_b), side_b.trust(xs, ys, side_a)
+    if _kernel is not None:
+        side_a, side_b = _Side.packed(a, ff), _Side.packed(b, fb)
+        ok_a, ok_b = side_a.trust_packed(side_b), side_b.trust_packed(side_a)
+    else:
+        side_a, side_b = _Side(a, ff), _Side(b, fb)
+        ok_a, ok_b = side_a.trust(xs, ys, side_b), side_b.trust(xs, ys, side_a)
     if not factor:      # enough sub-steps for what moves here, by this interval's own (finer) flow
         speed = side_a.speed[change & (ok_a > 0)]
         factor = factor_for(float(np.percentile(speed, 99))) if speed.size >= 16 else 1
@@ -180,6 +184,25 @@ class _Side:
         self.fast = np.clip(self.speed - np.float32(SLOW_PX), 0.0, 1.0)
         self.flow4 = cv2.merge([self.fx, self.fy, self.fast, np.zeros_like(self.fast)])
         self.ok = self.pack = None
+
+    @classmethod
+    def packed(cls, img: np.ndarray, flow: np.ndarray) -> _Side:
+        """With the C kernel: only what it samples (flow4, then pack) and ``speed``, in one pass
+        instead of OpenCV's split, magnitude, clip and merge."""
+        side = cls.__new__(cls)
+        h, w = flow.shape[:2]
+        side.img, side.ok, side.pack = img, None, None
+        side.flow4, side.speed = np.empty((h, w, 4), np.float32), np.empty((h, w), np.float32)
+        _kernel.pack_flow(np.ascontiguousarray(flow, np.float32), side.flow4, side.speed, h, w, SLOW_PX)
+        return side
+
+    def trust_packed(self, other: _Side) -> np.ndarray:
+        """``trust`` with the C kernel (sides made by ``packed``): the same test, and the pack, in one pass."""
+        h, w = self.speed.shape
+        self.ok, self.pack = np.empty((h, w), np.float32), np.empty((h, w, 4), np.float32)
+        _kernel.trust(self.flow4, other.flow4, np.ascontiguousarray(self.img, np.float32), self.pack, self.ok, h, w,
+                      FB_PX)
+        return self.ok
 
     def trust(self, xs: np.ndarray, ys: np.ndarray, other: _Side) -> np.ndarray:
         """1 where following this flow and then ``other``'s comes back within FB_PX and lands
