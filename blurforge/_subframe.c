@@ -114,11 +114,11 @@ static inline void side_lanes(const Img4 *flow, const Img4 *pack, const float ow
 
 CLONES
 static void substeps_rows(const Img4 *fa, const Img4 *pa, const Img4 *fb, const Img4 *pb, const float *chg,
-                          float *out, float *vel, int n, int iters, int smear)
+                          float *out, float *vel, int n, int iters, int smear, int y0, int y1)
 {
-    const int w = fa->w, h = fa->h;
+    const int w = fa->w;
     const float inv_n = 1.0f / (float)n, half_n = 0.5f * (float)n;
-    for (int y = 0; y < h; y++) {
+    for (int y = y0; y < y1; y++) {
         for (int x0 = 0; x0 < w; x0 += LANES) {
             const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
             float xs[LANES], c[LANES], own_a[4][LANES], own_b[4][LANES], ca[4][LANES], cb[4][LANES];
@@ -177,11 +177,11 @@ static void substeps_rows(const Img4 *fa, const Img4 *pa, const Img4 *fb, const 
 
 CLONES
 static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, const float *chg, const float *pa,
-                       const float *pb, int n, int last)
+                       const float *pb, int n, int last, int y0, int y1)
 {
-    const int w = src->w, h = src->h;
+    const int w = src->w;
     const float inv_n = 1.0f / (float)n;
-    for (int y = 0; y < h; y++) {
+    for (int y = y0; y < y1; y++) {
         for (int x = 0; x < w; x++) {
             const Py_ssize_t i = (Py_ssize_t)y * w + x;
             float *o = dst + 4 * i;
@@ -219,10 +219,11 @@ static void pack_flow_rows(const float *flow, float *flow4, float *speed, Py_ssi
 }
 
 CLONES
-static void trust_rows(const Img4 *self, const Img4 *other, const float *img, float *pack, float *ok, float fb_px)
+static void trust_rows(const Img4 *self, const Img4 *other, const float *img, float *pack, float *ok, float fb_px,
+                       int y0, int y1)
 {
     const int w = self->w, h = self->h;
-    for (int y = 0; y < h; y++) {
+    for (int y = y0; y < y1; y++) {
         for (int x = 0; x < w; x++) {
             const Py_ssize_t i = (Py_ssize_t)y * w + x;
             const float fx = self->p[4 * i], fy = self->p[4 * i + 1], tx = (float)x + fx, ty = (float)y + fy;
@@ -255,22 +256,24 @@ static int check(Py_buffer *b, Py_ssize_t n, const char *what)
 static PyObject *substeps(PyObject *self, PyObject *args)
 {
     Py_buffer b[7];
-    int h, w, n, iters, smear;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*iiiip:substeps", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &h,
-                          &w, &n, &iters, &smear))
+    int h, w, n, iters, smear, y0 = 0, y1 = -1;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*iiiip|ii:substeps", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6],
+                          &h, &w, &n, &iters, &smear, &y0, &y1))
         return NULL;
     static const char *names[7] = {"flow_a", "pack_a", "flow_b", "pack_b", "chg", "out", "vel"};
     static const int per[7] = {4, 4, 4, 4, 1, 4, 2};
     PyObject *result = NULL;
-    int ok = h > 0 && w > 0 && n >= 1 && iters >= 0 && (Py_ssize_t)h * w < INT_MAX / 8;
+    y1 = y1 < 0 ? h : y1;
+    int ok = h > 0 && w > 0 && n >= 1 && iters >= 0 && (Py_ssize_t)h * w < INT_MAX / 8 && 0 <= y0 && y0 <= y1 && y1 <= h;
     if (!ok)
-        PyErr_SetString(PyExc_ValueError, "substeps: h, w, n must be positive (h w < 2^28) and iters not negative");
+        PyErr_SetString(PyExc_ValueError,
+                        "substeps: h, w, n must be positive (h w < 2^28), iters not negative, 0 <= y0 <= y1 <= h");
     for (int k = 0; ok && k < 7; k++)
         ok = check(&b[k], (Py_ssize_t)h * w * per[k], names[k]);
     if (ok) {
         Img4 fa = {b[0].buf, w, h}, pa = {b[1].buf, w, h}, fb = {b[2].buf, w, h}, pb = {b[3].buf, w, h};
         Py_BEGIN_ALLOW_THREADS
-        substeps_rows(&fa, &pa, &fb, &pb, b[4].buf, b[5].buf, b[6].buf, n, iters, smear);
+        substeps_rows(&fa, &pa, &fb, &pb, b[4].buf, b[5].buf, b[6].buf, n, iters, smear, y0, y1);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -282,17 +285,18 @@ static PyObject *substeps(PyObject *self, PyObject *args)
 static PyObject *smear(PyObject *self, PyObject *args)
 {
     Py_buffer b[6];
-    int h, w, n, last;
+    int h, w, n, last, y0 = 0, y1 = -1;
     float d;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*iifip:smear", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &h, &w, &d, &n,
-                          &last))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*iifip|ii:smear", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &h, &w, &d, &n,
+                          &last, &y0, &y1))
         return NULL;
     static const char *names[6] = {"src", "vel", "chg", "pack_a", "pack_b", "dst"};
     static const int per[6] = {4, 2, 1, 4, 4, 4};
     PyObject *result = NULL;
-    int ok = h > 0 && w > 0 && n >= 1;
+    y1 = y1 < 0 ? h : y1;
+    int ok = h > 0 && w > 0 && n >= 1 && 0 <= y0 && y0 <= y1 && y1 <= h;
     if (!ok)
-        PyErr_SetString(PyExc_ValueError, "smear: h, w, n must be positive");
+        PyErr_SetString(PyExc_ValueError, "smear: h, w, n must be positive, 0 <= y0 <= y1 <= h");
     for (int k = 0; ok && k < 6; k++)
         ok = check(&b[k], (Py_ssize_t)h * w * per[k], names[k]);
     if (ok && (b[0].buf == b[5].buf)) {
@@ -302,7 +306,7 @@ static PyObject *smear(PyObject *self, PyObject *args)
     if (ok) {
         Img4 src = {b[0].buf, w, h};
         Py_BEGIN_ALLOW_THREADS
-        smear_rows(&src, b[1].buf, d, b[5].buf, b[2].buf, b[3].buf, b[4].buf, n, last);
+        smear_rows(&src, b[1].buf, d, b[5].buf, b[2].buf, b[3].buf, b[4].buf, n, last, y0, y1);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -340,22 +344,23 @@ static PyObject *pack_flow(PyObject *self, PyObject *args)
 static PyObject *trust(PyObject *self, PyObject *args)
 {
     Py_buffer b[5];
-    int h, w;
+    int h, w, y0 = 0, y1 = -1;
     float fb_px;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*iif:trust", &b[0], &b[1], &b[2], &b[3], &b[4], &h, &w, &fb_px))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*iif|ii:trust", &b[0], &b[1], &b[2], &b[3], &b[4], &h, &w, &fb_px, &y0, &y1))
         return NULL;
     static const char *names[5] = {"flow4", "other", "img", "pack", "ok"};
     static const int per[5] = {4, 4, 3, 4, 1};
     PyObject *result = NULL;
-    int ok = h > 0 && w > 0 && (Py_ssize_t)h * w < INT_MAX / 8;
+    y1 = y1 < 0 ? h : y1;
+    int ok = h > 0 && w > 0 && (Py_ssize_t)h * w < INT_MAX / 8 && 0 <= y0 && y0 <= y1 && y1 <= h;
     if (!ok)
-        PyErr_SetString(PyExc_ValueError, "trust: h, w must be positive (h w < 2^28)");
+        PyErr_SetString(PyExc_ValueError, "trust: h, w must be positive (h w < 2^28), 0 <= y0 <= y1 <= h");
     for (int k = 0; ok && k < 5; k++)
         ok = check(&b[k], (Py_ssize_t)h * w * per[k], names[k]);
     if (ok) {
         Img4 f = {b[0].buf, w, h}, o = {b[1].buf, w, h};
         Py_BEGIN_ALLOW_THREADS
-        trust_rows(&f, &o, b[2].buf, b[3].buf, b[4].buf, fb_px);
+        trust_rows(&f, &o, b[2].buf, b[3].buf, b[4].buf, fb_px, y0, y1);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -366,25 +371,27 @@ static PyObject *trust(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"substeps", substeps, METH_VARARGS,
-     "substeps(flow_a, pack_a, flow_b, pack_b, chg, out, vel, h, w, n, iters, smear)\n\n"
+     "substeps(flow_a, pack_a, flow_b, pack_b, chg, out, vel, h, w, n, iters, smear[, y0, y1])\n\n"
      "The warped sub-frames j/n (j = 1 .. n-1) of one interval in one pass: side a (flow_a: x, y, fast, -;\n"
      "pack_a: r, g, b, trust) at time t and side b at 1 - t, each at the fixed point of its flow (iters\n"
      "iterations). smear false: out = the correction (r, g, b, 0) divided by n; true: out = the smear's\n"
      "input (sum of deltas plus n/2 (a + b), chg) and vel = the velocity of what it shows (x, y), divided\n"
-     "by n. All float32, C-contiguous, h x w x (4, 4, 4, 4, 1, 4, 2). Runs without the GIL."},
+     "by n. All float32, C-contiguous, h x w x (4, 4, 4, 4, 1, 4, 2). Only rows y0 .. y1 - 1 (default all)\n"
+     "are written, so bands can run on threads: it runs without the GIL."},
     {"smear", smear, METH_VARARGS,
-     "smear(src, vel, chg, pack_a, pack_b, dst, h, w, d, n, last)\n\n"
+     "smear(src, vel, chg, pack_a, pack_b, dst, h, w, d, n, last[, y0, y1])\n\n"
      "One smear stage: dst = the mean of src sampled at x - d vel and x + d vel. last: dst = (that / n\n"
-     "less (a + b) / 2) * chg in r, g, b (0 in the 4th channel). dst must not be src. Runs without the GIL."},
+     "less (a + b) / 2) * chg in r, g, b (0 in the 4th channel). dst must not be src. Rows y0 .. y1 - 1\n"
+     "(default all). Runs without the GIL."},
     {"pack_flow", pack_flow, METH_VARARGS,
      "pack_flow(flow, flow4, speed, h, w, slow)\n\n"
      "flow (x, y) -> flow4 = (x, y, fast, 0) with fast = clip(|flow| - slow, 0, 1), and speed = |flow|.\n"
      "All float32, C-contiguous, h x w x (2, 4, 1). Runs without the GIL."},
     {"trust", trust, METH_VARARGS,
-     "trust(flow4, other, img, pack, ok, h, w, fb_px)\n\n"
+     "trust(flow4, other, img, pack, ok, h, w, fb_px[, y0, y1])\n\n"
      "ok = 1 where following flow4 (x, y in its first channels) and then other's flow (sampled there)\n"
      "comes back within fb_px and lands inside the picture, else 0; pack = (img r, g, b, ok). All float32,\n"
-     "C-contiguous, h x w x (4, 4, 3, 4, 1). Runs without the GIL."},
+     "C-contiguous, h x w x (4, 4, 3, 4, 1). Rows y0 .. y1 - 1 (default all). Runs without the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,6 +32,8 @@ per-pixel work runs on single planes with OpenCV.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -53,6 +55,26 @@ try:  # the optional C kernel (setup.py): the sub-frames and the smear in single
     from . import _subframe as _kernel
 except ImportError:  # pragma: no cover - depends on the build
     _kernel = None
+BAND_ROWS = 32             # the C kernel runs on bands of at least this many rows, one per OpenCV thread
+_pool: ThreadPoolExecutor | None = None
+
+
+def _bands(fn, h: int, *args) -> None:
+    """``fn(*args, y0, y1)`` over bands of the crop's rows, on as many threads as OpenCV may use
+    (``cv2.getNumThreads``, which the engine sets per worker process), as OpenCV's own calls are:
+    the kernel releases the GIL and each band writes only its own rows."""
+    global _pool
+    k = max(1, min(cv2.getNumThreads(), h // BAND_ROWS))
+    if k == 1:
+        fn(*args, 0, h)
+        return
+    if _pool is None:       # threads start as bands are submitted, up to one per core
+        _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="subframe")
+    cuts = [h * i // k for i in range(k + 1)]
+    rest = [_pool.submit(fn, *args, cuts[i], cuts[i + 1]) for i in range(1, k)]
+    fn(*args, 0, cuts[1])
+    for f in rest:
+        f.result()
 
 
 @dataclass
@@ -200,8 +222,8 @@ class _Side:
         """``trust`` with the C kernel (sides made by ``packed``): the same test, and the pack, in one pass."""
         h, w = self.speed.shape
         self.ok, self.pack = np.empty((h, w), np.float32), np.empty((h, w, 4), np.float32)
-        _kernel.trust(self.flow4, other.flow4, np.ascontiguousarray(self.img, np.float32), self.pack, self.ok, h, w,
-                      FB_PX)
+        _bands(_kernel.trust, h, self.flow4, other.flow4, np.ascontiguousarray(self.img, np.float32), self.pack,
+               self.ok, h, w, FB_PX)
         return self.ok
 
     def trust(self, xs: np.ndarray, ys: np.ndarray, other: _Side) -> np.ndarray:
@@ -298,11 +320,11 @@ def _substeps_fused(side_a: _Side, side_b: _Side, chg: np.ndarray, n: int, stage
     pa, pb = np.ascontiguousarray(side_a.pack), np.ascontiguousarray(side_b.pack)
     chg = np.ascontiguousarray(chg, np.float32)
     out, vel = np.empty((h, w, 4), np.float32), np.empty((h, w, 2), np.float32)
-    _kernel.substeps(np.ascontiguousarray(side_a.flow4), pa, np.ascontiguousarray(side_b.flow4), pb, chg, out, vel,
-                     h, w, n, SOURCE_ITERS, stages > 0)
+    _bands(_kernel.substeps, h, np.ascontiguousarray(side_a.flow4), pa, np.ascontiguousarray(side_b.flow4), pb, chg,
+           out, vel, h, w, n, SOURCE_ITERS, stages > 0)
     tmp, d = np.empty_like(out), 0.25 / n
     for s in range(stages):
-        _kernel.smear(out, vel, chg, pa, pb, tmp, h, w, d, n, s == stages - 1)
+        _bands(_kernel.smear, h, out, vel, chg, pa, pb, tmp, h, w, d, n, s == stages - 1)
         out, tmp, d = tmp, out, d / 2.0
     return out[..., :3]
 
