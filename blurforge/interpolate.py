@@ -26,8 +26,11 @@ Only the region that changes between the two frames (their difference, slightly 
 corrected: flow that bleeds from a moving object onto the still background around it would
 otherwise drag the background along. Everything is in linear light with the photometric gains
 already divided out; the sharp frame is never touched. Work is limited to the box around what
-moves; the flow is measured at half size in pictures of 1080 lines or more (``flow_scale``);
-per-pixel work runs on single planes with OpenCV.
+moves; the flow is measured at half size in pictures of 1080 lines or more (``flow_scale``).
+The per-pixel work after the flow (trust, sub-frames, smear) runs in the optional C kernel
+``blurforge._subframe``, a pass over the crop per step on bands of rows; without it, on single
+planes with OpenCV (the same correction to float rounding: OpenCV's remap samples at float
+positions too).
 """
 from __future__ import annotations
 
@@ -267,8 +270,8 @@ def _substeps(a: np.ndarray, b: np.ndarray, xs: np.ndarray, ys: np.ndarray, side
     With s smear stages (``_stages``), only K / 2^s sub-steps are warped; the trapezoid sum over
     them is then smeared along the velocity of what it shows in s two-tap stages (a box of one
     sub-step's length, as 2^s taps), which fills the gaps between sub-steps as 2^s times as many
-    would. Everything per pixel is done on single planes with OpenCV (numpy on interleaved
-    channels cost more than the warps)."""
+    would. With the C kernel, ``_substeps_fused``; here everything per pixel is done on single
+    planes with OpenCV (numpy on interleaved channels cost more than the warps)."""
     stages = _stages(factor)
     n = math.ceil(factor / 2 ** stages)
     if _kernel is not None:

@@ -169,6 +169,7 @@ def test_kernel_matches_opencv(monkeypatch, speed, factor):
 
     if ip._kernel is None:
         pytest.skip("blurforge._subframe not built")
+    _subframe = ip._kernel
     img = _texture(200, 256)
     a, b = img, _shifted(img, *speed)
     fixes = []
@@ -178,3 +179,12 @@ def test_kernel_matches_opencv(monkeypatch, speed, factor):
     assert fixes[0].factor == fixes[1].factor and fixes[0].confidence == fixes[1].confidence
     assert np.abs(fixes[1].delta).mean() > 0.01
     np.testing.assert_allclose(fixes[0].delta, fixes[1].delta, rtol=0, atol=1e-4)
+    monkeypatch.setattr(ip, "_kernel", _subframe)
+    monkeypatch.setattr(ip, "BAND_ROWS", 7)         # more bands than rows divide evenly into: the same, exactly
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        banded = interval_fix(a, b, (0, 0, 256, 200), factor, reach=float(np.hypot(*speed)))
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(banded.delta, fixes[0].delta)
