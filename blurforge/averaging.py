@@ -31,29 +31,38 @@ def window_weights(window: int) -> np.ndarray:
 
 
 try:  # the optional C kernel (setup.py); OpenCV does the same, about 2x slower, without it
-    from ._linear import accumulate as _accumulate
+    from ._linear import accumulate_many as _accumulate_many
 except ImportError:  # pragma: no cover - depends on the build
-    _accumulate = None
+    _accumulate_many = None
 
 STRIP_ROWS = 64
+GROUP = 4   # frames added in one pass over the accumulator (the C kernel's most)
 
 
-def add_linear(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.ndarray, fused: bool = True) -> None:
-    """``acc += lut[frame]`` in place (float32 ``acc``, uint8 ``frame``, 256-entry ``lut``).
+def add_linear(acc: np.ndarray, frames: Sequence[np.ndarray], luts: Sequence[np.ndarray], tmp: np.ndarray,
+               start: bool = False, fused: bool = True) -> None:
+    """``acc += lut[0][frames[0]] + ...`` in place, or ``acc = ...`` when ``start`` (float32
+    ``acc``, up to GROUP uint8 frames, a 256-entry float32 ``lut`` each).
 
-    With the C kernel: one fused pass. Without it (or ``fused=False``): OpenCV, a band of rows at
-    a time, so the float band stays in cache instead of a whole float frame going out to memory
-    and back (1.8x faster at 1080p than whole frames). Both add in the same order: same result.
+    With the C kernel: one pass over ``acc`` for all the frames, which at 1080p is what costs
+    (the float accumulator is 4x a frame's bytes, read and written per pass); the frames are summed
+    first, then added. Without it (or ``fused=False``): OpenCV, a frame at a time and a band of
+    rows at a time, so the float band stays in cache (1.8x faster at 1080p than whole frames).
     """
-    if fused and _accumulate is not None and acc.flags.c_contiguous and frame.flags.c_contiguous:
-        _accumulate(acc, frame, np.ascontiguousarray(lut, np.float32))
+    if (fused and _accumulate_many is not None and len(frames) <= GROUP and acc.flags.c_contiguous
+            and all(f.flags.c_contiguous for f in frames)):
+        _accumulate_many(acc, list(frames), [np.ascontiguousarray(lut, np.float32) for lut in luts], start)
         return
     rows = tmp.shape[0]
-    for y in range(0, frame.shape[0], rows):
-        a = acc[y:y + rows]
-        t = tmp[:a.shape[0]]
-        cv2.LUT(frame[y:y + rows], lut, dst=t)
-        cv2.add(a, t, dst=a)
+    for i, (frame, lut) in enumerate(zip(frames, luts)):
+        if start and i == 0:
+            cv2.LUT(frame, lut, dst=acc)
+            continue
+        for y in range(0, frame.shape[0], rows):
+            a = acc[y:y + rows]
+            t = tmp[:a.shape[0]]
+            cv2.LUT(frame[y:y + rows], lut, dst=t)
+            cv2.add(a, t, dst=a)
 
 
 def add_linear16(acc: np.ndarray, frame: np.ndarray, lut: np.ndarray, tmp: np.ndarray, start: bool) -> None:
@@ -106,6 +115,17 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     edges = sorted(edges)  # band k holds the frames with edges[k-1] < |t-c| <= edges[k]
     buffers = {} if buffers is None else buffers
     started = [False] * len(edges)
+    group: list = []    # consecutive 8-bit frames of one band, added in one pass (add_linear)
+
+    def add_group():
+        k = group[0][0]
+        tmp = buffers.get("strip")
+        if tmp is None or tmp.shape[1:] != group[0][1].shape[1:]:
+            tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + group[0][1].shape[1:], np.float32)
+        add_linear(buffers[k], [f for _, f, _ in group], [lut for _, _, lut in group], tmp, start=not started[k])
+        started[k] = True
+        group.clear()
+
     for t in range(c - edges[-1], c + edges[-1] + 1):
         k = bisect.bisect_left(edges, abs(t - c))
         frame = frames.frame16(t) if deep else frames[t]
@@ -119,14 +139,12 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
                 tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + frame.shape[1:], np.float32)
             add_linear16(acc, frame, lut, tmp, start=not started[k])
             started[k] = True
-        elif not started[k]:
-            cv2.LUT(frame, lut, dst=acc)
-            started[k] = True
         else:
-            tmp = buffers.get("strip")
-            if tmp is None or tmp.shape[1:] != frame.shape[1:]:
-                tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + frame.shape[1:], np.float32)
-            add_linear(acc, frame, lut, tmp)
+            if group and (group[0][0] != k or len(group) == GROUP):
+                add_group()
+            group.append((k, frame, lut))
+    if group:
+        add_group()
     if callable(corrections):
         corrections = corrections()
     sums = {edges[0]: buffers[0]}

@@ -40,16 +40,23 @@ def test_constant_frames_average_to_themselves():
 
 
 def test_fused_kernel_and_opencv_path_add_the_same():
-    """The C kernel (when built) and the OpenCV fallback both compute acc += lut[frame] exactly."""
+    """The C kernel (when built) and the OpenCV fallback both compute acc (+)= sum of lut[frame]
+    over 1 to 4 frames: OpenCV exactly in order, the kernel within float32 rounding of the sum."""
     from blurforge import averaging
 
     rng = np.random.default_rng(1)
-    frame = rng.integers(0, 256, (131, 67, 3), dtype=np.uint8)  # rows not a multiple of the band
-    lut = (load_curve("srgb").lut / 1.03).astype(np.float32)
-    start = rng.uniform(0, 5, frame.shape).astype(np.float32)
-    tmp = np.empty((averaging.STRIP_ROWS,) + frame.shape[1:], np.float32)
-    fused, banded = start.copy(), start.copy()
-    averaging.add_linear(fused, frame, lut, tmp)
-    averaging.add_linear(banded, frame, lut, tmp, fused=False)
-    assert np.array_equal(banded, start + lut[frame])
-    assert np.array_equal(fused, banded)
+    frames = [rng.integers(0, 256, (131, 67, 3), dtype=np.uint8) for _ in range(4)]  # rows not a band multiple
+    luts = [(load_curve("srgb").lut / g).astype(np.float32) for g in (1.03, 0.98, 1.0, 1.01)]
+    start = rng.uniform(0, 5, frames[0].shape).astype(np.float32)
+    tmp = np.empty((averaging.STRIP_ROWS,) + frames[0].shape[1:], np.float32)
+    for k in range(1, 5):
+        for begin in (False, True):
+            fused, banded = start.copy(), start.copy()
+            averaging.add_linear(fused, frames[:k], luts[:k], tmp, start=begin)
+            averaging.add_linear(banded, frames[:k], luts[:k], tmp, start=begin, fused=False)
+            expect = np.zeros_like(start) if begin else start.copy()
+            for f, lut in zip(frames[:k], luts[:k]):
+                expect = (lut[f] if begin and f is frames[0] else expect + lut[f]).astype(np.float32)
+            assert np.array_equal(banded, expect)
+            truth = sum(lut[f].astype(np.float64) for f, lut in zip(frames[:k], luts[:k])) + (0 if begin else start)
+            np.testing.assert_allclose(fused, truth, rtol=1e-6, atol=1e-6)
