@@ -182,25 +182,37 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
     const int w = src->w;
     const float inv_n = 1.0f / (float)n;
     for (int y = y0; y < y1; y++) {
-        for (int x = 0; x < w; x++) {
-            const Py_ssize_t i = (Py_ssize_t)y * w + x;
-            float *o = dst + 4 * i;
-            if (last && chg[i] == 0.0f) {
-                o[0] = o[1] = o[2] = o[3] = 0.0f;
+        for (int x0 = 0; x0 < w; x0 += LANES) {
+            const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
+            float lx[LANES], ly[LANES], hx[LANES], hy[LANES], c[LANES], lo[4][LANES], hi[4][LANES];
+            int any = 0;
+            for (int l = 0; l < LANES; l++) {
+                const int x = x0 + (l < m ? l : m - 1);
+                const Py_ssize_t i = (Py_ssize_t)y * w + x;
+                const float ex = d * vel[2 * i], ey = d * vel[2 * i + 1];
+                lx[l] = (float)x - ex, ly[l] = (float)y - ey, hx[l] = (float)x + ex, hy[l] = (float)y + ey;
+                c[l] = chg[i];
+                any |= c[l] != 0.0f;
+            }
+            float *o = dst + 4 * ((Py_ssize_t)y * w + x0);
+            if (last && !any) {     /* the delta is 0 where the picture does not change */
+                for (int k = 0; k < 4 * m; k++)
+                    o[k] = 0.0f;
                 continue;
             }
-            const float ex = d * vel[2 * i], ey = d * vel[2 * i + 1];
-            float lo[4], hi[4];
-            sample4(src, (float)x - ex, (float)y - ey, lo);
-            sample4(src, (float)x + ex, (float)y + ey, hi);
-            if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
-                const float *ca = pa + 4 * i, *cb = pb + 4 * i;
-                for (int k = 0; k < 3; k++)
-                    o[k] = (0.5f * (lo[k] + hi[k]) * inv_n - 0.5f * (ca[k] + cb[k])) * chg[i];
-                o[3] = 0.0f;
-            } else {
-                for (int k = 0; k < 4; k++)
-                    o[k] = 0.5f * (lo[k] + hi[k]);
+            sample_lanes(src, lx, ly, lo);
+            sample_lanes(src, hx, hy, hi);
+            for (int l = 0; l < m; l++, o += 4) {
+                if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
+                    const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
+                    const float *ca = pa + 4 * i, *cb = pb + 4 * i;
+                    for (int k = 0; k < 3; k++)
+                        o[k] = (0.5f * (lo[k][l] + hi[k][l]) * inv_n - 0.5f * (ca[k] + cb[k])) * c[l];
+                    o[3] = 0.0f;
+                } else {
+                    for (int k = 0; k < 4; k++)
+                        o[k] = 0.5f * (lo[k][l] + hi[k][l]);
+                }
             }
         }
     }
@@ -294,9 +306,9 @@ static PyObject *smear(PyObject *self, PyObject *args)
     static const int per[6] = {4, 2, 1, 4, 4, 4};
     PyObject *result = NULL;
     y1 = y1 < 0 ? h : y1;
-    int ok = h > 0 && w > 0 && n >= 1 && 0 <= y0 && y0 <= y1 && y1 <= h;
+    int ok = h > 0 && w > 0 && n >= 1 && (Py_ssize_t)h * w < INT_MAX / 8 && 0 <= y0 && y0 <= y1 && y1 <= h;
     if (!ok)
-        PyErr_SetString(PyExc_ValueError, "smear: h, w, n must be positive, 0 <= y0 <= y1 <= h");
+        PyErr_SetString(PyExc_ValueError, "smear: h, w, n must be positive (h w < 2^28), 0 <= y0 <= y1 <= h");
     for (int k = 0; ok && k < 6; k++)
         ok = check(&b[k], (Py_ssize_t)h * w * per[k], names[k]);
     if (ok && (b[0].buf == b[5].buf)) {
