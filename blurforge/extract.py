@@ -32,11 +32,11 @@ from .interpolate import MAX_FACTOR, grow_box, interval_fix
 from .motion import FlowMeter, centroid, flow_gap, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
-from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory
+from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory, thread_share
 
 CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
 GHOST_PX = 1.0
-SUBFRAME_WORKERS = min(4, len(os.sched_getaffinity(0)))   # threads making sub-frames beside the averaging
+SUBFRAME_WORKERS: int | None = None    # threads making sub-frames beside the averaging (None: video.thread_share)
 
 
 @dataclass
@@ -529,7 +529,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
 
     n = 0
     worker = _Background()
-    workers = SUBFRAME_WORKERS
+    workers = SUBFRAME_WORKERS or min(4, thread_share())
     pool = None if opts.interpolate == "off" else ThreadPoolExecutor(workers, thread_name_prefix="subframes")
     try:
         for frame in reader:

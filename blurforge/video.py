@@ -217,6 +217,13 @@ def set_decode_threads(n: int | None):
     _DECODE_THREADS = None if n is None else max(1, int(n))
 
 
+def thread_share() -> int:
+    """Threads one clip's work may keep busy: ``set_decode_threads``' n, else one per core."""
+    if _DECODE_THREADS:
+        return _DECODE_THREADS
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
 
@@ -335,8 +342,7 @@ class FrameReader:
         stream.thread_type = "AUTO"
         # one decoding thread per core (libav's default adds one more): beside our own threads the
         # extra one only adds switching and a few more frames in flight (bench/extract.py)
-        stream.codec_context.thread_count = _DECODE_THREADS or min(
-            16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        stream.codec_context.thread_count = min(16, thread_share())
         stream.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
