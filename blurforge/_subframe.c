@@ -1,11 +1,14 @@
-/* The per-pixel work of blurforge.interpolate's sub-frames in single passes over the crop.
+/* The per-pixel work of blurforge.interpolate after the flow, in single passes over the crop.
  *
  * With OpenCV every step of a sub-frame (the fixed-point source maps, the remaps of the flow and
  * colour packs, their splits, the weights and accumulations) is a separate call writing a
- * crop-sized plane; here one pass per pixel does all the warped sub-frames of an interval with the
- * sums in registers, and one pass per smear stage. Samples are bilinear with exact float weights
- * and clamped coordinates (OpenCV's INTER_LINEAR with BORDER_REPLICATE, which quantises positions
- * to 1/32 px). blurforge.interpolate falls back to OpenCV when this module was not built.
+ * crop-sized plane; here one pass does all the warped sub-frames of an interval with the sums in
+ * registers, one pass each smear stage, packing the flow, and the forward/backward trust. Pixels
+ * go 8 of a row at a time in GNU C vectors (gcc target_clones adds an AVX2 variant), so the
+ * sampling positions' arithmetic is one vector op for all 8. Samples are bilinear at float
+ * positions with clamped coordinates, as OpenCV's INTER_LINEAR remap with BORDER_REPLICATE
+ * (older OpenCV rounds positions to 1/32 px). Rows y0 .. y1 - 1 only, so that bands can run on
+ * threads; the GIL is released. blurforge.interpolate falls back to OpenCV without this module.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,94 +25,88 @@ typedef struct {
     int w, h;
 } Img4;
 
-#if defined(__GNUC__)
-typedef float v4f __attribute__((vector_size(16)));     /* one pixel's 4 channels in one register */
+#if !defined(__GNUC__)
+#error "blurforge._subframe needs GCC or clang vector extensions (blurforge.interpolate falls back to OpenCV)"
+#endif
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"    /* 32-byte vectors only pass between inlined functions */
+#endif
+
+typedef float v4f __attribute__((vector_size(16)));     /* one pixel's 4 channels */
+typedef float v8f __attribute__((vector_size(32)));     /* two pixels' 4 channels, or one channel of 8 pixels */
+typedef int v8i __attribute__((vector_size(32)));
+
 static inline v4f load4(const float *p)
 {
     v4f v;
     __builtin_memcpy(&v, p, sizeof v);
     return v;
 }
-#endif
 
-/* img sampled at (x, y), clamped to the picture (what border-replicate gives). */
-static inline void sample4(const Img4 *im, float x, float y, float out[4])
+static inline v8f pair(const float *p, const float *q)
 {
-    x = x >= 0.0f ? x : 0.0f;           /* also NaN -> 0 */
-    y = y >= 0.0f ? y : 0.0f;
-    x = x <= (float)(im->w - 1) ? x : (float)(im->w - 1);
-    y = y <= (float)(im->h - 1) ? y : (float)(im->h - 1);
-    int x0 = (int)x, y0 = (int)y;
-    float fx = x - (float)x0, fy = y - (float)y0;
-    Py_ssize_t dx = x0 < im->w - 1 ? 4 : 0, dy = y0 < im->h - 1 ? (Py_ssize_t)im->w * 4 : 0;
-    const float *q = im->p + ((Py_ssize_t)y0 * im->w + x0) * 4;
-#if defined(__GNUC__)
-    v4f a = load4(q), b = load4(q + dx), c = load4(q + dy), d = load4(q + dy + dx);
-    v4f top = a + fx * (b - a), bot = c + fx * (d - c);
-    v4f r = top + fy * (bot - top);
-    __builtin_memcpy(out, &r, sizeof r);
-#else
-    for (int k = 0; k < 4; k++) {
-        float top = q[k] + fx * (q[k + dx] - q[k]);
-        float bot = q[k + dy] + fx * (q[k + dy + dx] - q[k + dy]);
-        out[k] = top + fy * (bot - top);
-    }
-#endif
+    return __builtin_shufflevector(load4(p), load4(q), 0, 1, 2, 3, 4, 5, 6, 7);
 }
 
 #define LANES 8      /* pixels of a row done together: their position arithmetic vectorises */
 
-/* img sampled at LANES positions (mx, my), clamped to the picture; out: channel-major. The positions'
- * arithmetic runs on all lanes at once, then each lane's 4 channels are interpolated together. */
-static inline void sample_lanes(const Img4 *im, const float *mx, const float *my, float out[4][LANES])
+static inline v8f select8(v8i m, v8f a, v8f b)     /* m ? a : b, lane by lane (m: all ones or zero) */
 {
-    const float wm = (float)(im->w - 1), hm = (float)(im->h - 1);
-    int idx[LANES], dx[LANES], dy[LANES];
-    float fx[LANES], fy[LANES];
-    for (int l = 0; l < LANES; l++) {
-        float x = mx[l] >= 0.0f ? mx[l] : 0.0f, y = my[l] >= 0.0f ? my[l] : 0.0f;     /* also NaN -> 0 */
-        x = x <= wm ? x : wm;
-        y = y <= hm ? y : hm;
-        const int x0 = (int)x, y0 = (int)y;
-        fx[l] = x - (float)x0, fy[l] = y - (float)y0;
-        dx[l] = x0 < im->w - 1 ? 4 : 0;
-        dy[l] = y0 < im->h - 1 ? 4 * im->w : 0;
-        idx[l] = 4 * (y0 * im->w + x0);
+    return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
+}
+
+static inline v8f get8(const float *p)
+{
+    v8f v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* img sampled at 8 positions (mx, my), clamped to the picture; out: channel-major. The positions'
+ * arithmetic is one vector op per step for all 8, each pair of lanes is interpolated in one 8-wide
+ * vector (two pixels' 4 channels), then the result is transposed; nothing goes through memory. */
+static inline void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4])
+{
+    const v8f zero = {0}, wm = zero + (float)(im->w - 1), hm = zero + (float)(im->h - 1);
+    v8f x = select8(mx >= zero, mx, zero), y = select8(my >= zero, my, zero);     /* also NaN -> 0 */
+    x = select8(x <= wm, x, wm);
+    y = select8(y <= hm, y, hm);
+    const v8i x0 = __builtin_convertvector(x, v8i), y0 = __builtin_convertvector(y, v8i);
+    const v8f fx = x - __builtin_convertvector(x0, v8f), fy = y - __builtin_convertvector(y0, v8f);
+    const v8i dx = (x0 < im->w - 1) & 4, dy = (y0 < im->h - 1) & (4 * im->w), idx = 4 * (y0 * im->w + x0);
+    v8f r[LANES / 2];
+    for (int m = 0; m < LANES / 2; m++) {     /* two lanes' 4 channels in one 8-wide vector */
+        const int l = 2 * m;
+        const float *q = im->p + idx[l], *p = im->p + idx[l + 1];
+        v8f a = pair(q, p), b = pair(q + dx[l], p + dx[l + 1]), c = pair(q + dy[l], p + dy[l + 1]);
+        v8f d = pair(q + dy[l] + dx[l], p + dy[l + 1] + dx[l + 1]);
+        v8f fxv = {fx[l], fx[l], fx[l], fx[l], fx[l + 1], fx[l + 1], fx[l + 1], fx[l + 1]};
+        v8f fyv = {fy[l], fy[l], fy[l], fy[l], fy[l + 1], fy[l + 1], fy[l + 1], fy[l + 1]};
+        v8f top = a + fxv * (b - a), bot = c + fxv * (d - c);
+        r[m] = top + fyv * (bot - top);
     }
-    for (int l = 0; l < LANES; l++) {
-        const float *q = im->p + idx[l];
-#if defined(__GNUC__)
-        v4f a = load4(q), b = load4(q + dx[l]), c = load4(q + dy[l]), d = load4(q + dy[l] + dx[l]);
-        v4f top = a + fx[l] * (b - a), bot = c + fx[l] * (d - c), r = top + fy[l] * (bot - top);
-        out[0][l] = r[0], out[1][l] = r[1], out[2][l] = r[2], out[3][l] = r[3];
-#else
-        for (int k = 0; k < 4; k++) {
-            float top = q[k] + fx[l] * (q[k + dx[l]] - q[k]);
-            float bot = q[k + dy[l]] + fx[l] * (q[k + dy[l] + dx[l]] - q[k + dy[l]]);
-            out[k][l] = top + fy[l] * (bot - top);
-        }
-#endif
-    }
+    /* lanes x channels -> channels x lanes */
+    v8f p01 = __builtin_shufflevector(r[0], r[1], 0, 4, 8, 12, 1, 5, 9, 13);
+    v8f q01 = __builtin_shufflevector(r[0], r[1], 2, 6, 10, 14, 3, 7, 11, 15);
+    v8f p23 = __builtin_shufflevector(r[2], r[3], 0, 4, 8, 12, 1, 5, 9, 13);
+    v8f q23 = __builtin_shufflevector(r[2], r[3], 2, 6, 10, 14, 3, 7, 11, 15);
+    out[0] = __builtin_shufflevector(p01, p23, 0, 1, 2, 3, 8, 9, 10, 11);
+    out[1] = __builtin_shufflevector(p01, p23, 4, 5, 6, 7, 12, 13, 14, 15);
+    out[2] = __builtin_shufflevector(q01, q23, 0, 1, 2, 3, 8, 9, 10, 11);
+    out[3] = __builtin_shufflevector(q01, q23, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 /* One side of a sub-frame at time t for the lanes at (xs, y): the point's own flow by fixed-point
  * iteration of p + t flow(p) = x from the flow at x (own, channel-major), then the colour+trust pack
  * at p. */
-static inline void side_lanes(const Img4 *flow, const Img4 *pack, const float own[4][LANES], const float *xs, float y,
-                              float t, int iters, float v[4][LANES], float col[4][LANES])
+static inline void side_lanes(const Img4 *flow, const Img4 *pack, const v8f own[4], v8f xs, v8f y, float t, int iters,
+                              v8f v[4], v8f col[4])
 {
-    float mx[LANES], my[LANES];
-    for (int l = 0; l < LANES; l++) {
-        for (int k = 0; k < 4; k++)
-            v[k][l] = own[k][l];
-        mx[l] = xs[l] - t * own[0][l], my[l] = y - t * own[1][l];
-    }
-    for (int i = 0; i < iters; i++) {
-        sample_lanes(flow, mx, my, v);
-        for (int l = 0; l < LANES; l++)
-            mx[l] = xs[l] - t * v[0][l], my[l] = y - t * v[1][l];
-    }
-    sample_lanes(pack, mx, my, col);
+    for (int k = 0; k < 4; k++)
+        v[k] = own[k];
+    for (int i = 0; i < iters; i++)
+        sample_lanes(flow, xs - t * v[0], y - t * v[1], v);
+    sample_lanes(pack, xs - t * v[0], y - t * v[1], col);
 }
 
 CLONES
@@ -134,26 +131,37 @@ static void substeps_rows(const Img4 *fa, const Img4 *pa, const Img4 *fb, const 
                     ca[k][l] = pa->p[4 * i + k], cb[k][l] = pb->p[4 * i + k];
                 }
             }
-            float acc[3][LANES] = {{0}}, ua[LANES] = {0}, ub[LANES] = {0}, vx[LANES] = {0}, vy[LANES] = {0};
-            for (int j = 1; any && j < n; j++) {
-                const float t = (float)j * inv_n, s = 1.0f - t;
-                float va[4][LANES], vb[4][LANES], sa[4][LANES], sb[4][LANES];
-                side_lanes(fa, pa, own_a, xs, (float)y, t, iters, va, sa);
-                side_lanes(fb, pb, own_b, xs, (float)y, s, iters, vb, sb);
-                for (int l = 0; l < LANES; l++) {
-                    const float den = sa[3][l] * s + sb[3][l] * t;
+            float acc[3][LANES], ua[LANES], ub[LANES], vx[LANES], vy[LANES];
+            {
+                const v8f zero = {0}, cv = get8(c), xv = get8(xs), yv = zero + (float)y, tiny = zero + 1e-3f;
+                const v8f oa[4] = {get8(own_a[0]), get8(own_a[1]), get8(own_a[2]), get8(own_a[3])};
+                const v8f ob[4] = {get8(own_b[0]), get8(own_b[1]), get8(own_b[2]), get8(own_b[3])};
+                v8f sum[3] = {zero, zero, zero}, sua = zero, sub = zero, svx = zero, svy = zero;
+                for (int j = 1; any && j < n; j++) {
+                    const float t = (float)j * inv_n, s = 1.0f - t;
+                    v8f va[4], vb[4], sa[4], sb[4];
+                    side_lanes(fa, pa, oa, xv, yv, t, iters, va, sa);
+                    side_lanes(fb, pb, ob, xv, yv, s, iters, vb, sb);
+                    const v8f den = sa[3] * s + sb[3] * t;
                     /* sub-pixel motion is already integrated well by the frames themselves */
-                    const float fast = va[2][l] > vb[2][l] ? va[2][l] : vb[2][l];
-                    const float fc = fast * c[l], use = den > 1e-3f ? fc : 0.0f;
-                    const float r = use / (den > 1e-3f ? den : 1e-3f);
-                    const float wa = sa[3][l] * r * s, wb = sb[3][l] * r * t;
+                    const v8f fast = select8(va[2] > vb[2], va[2], vb[2]);
+                    const v8i some = den > tiny;
+                    const v8f use = select8(some, fast * cv, zero);
+                    const v8f r = use / select8(some, den, tiny);
+                    const v8f wa = sa[3] * r * s, wb = sb[3] * r * t;
                     for (int k = 0; k < 3; k++)
-                        acc[k][l] += sa[k][l] * wa + sb[k][l] * wb;
-                    ua[l] += use * s;
-                    ub[l] += use * t;
-                    vx[l] += va[0][l] * wa - vb[0][l] * wb;
-                    vy[l] += va[1][l] * wa - vb[1][l] * wb;
+                        sum[k] += sa[k] * wa + sb[k] * wb;
+                    sua += use * s;
+                    sub += use * t;
+                    svx += va[0] * wa - vb[0] * wb;
+                    svy += va[1] * wa - vb[1] * wb;
                 }
+                for (int k = 0; k < 3; k++)
+                    __builtin_memcpy(acc[k], &sum[k], sizeof sum[k]);
+                __builtin_memcpy(ua, &sua, sizeof sua);
+                __builtin_memcpy(ub, &sub, sizeof sub);
+                __builtin_memcpy(vx, &svx, sizeof svx);
+                __builtin_memcpy(vy, &svy, sizeof svy);
             }
             for (int l = 0; l < m; l++) {
                 const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
@@ -184,7 +192,7 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
     for (int y = y0; y < y1; y++) {
         for (int x0 = 0; x0 < w; x0 += LANES) {
             const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
-            float lx[LANES], ly[LANES], hx[LANES], hy[LANES], c[LANES], lo[4][LANES], hi[4][LANES];
+            float lx[LANES], ly[LANES], hx[LANES], hy[LANES], c[LANES];
             int any = 0;
             for (int l = 0; l < LANES; l++) {
                 const int x = x0 + (l < m ? l : m - 1);
@@ -200,8 +208,9 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
                     o[k] = 0.0f;
                 continue;
             }
-            sample_lanes(src, lx, ly, lo);
-            sample_lanes(src, hx, hy, hi);
+            v8f lo[4], hi[4];
+            sample_lanes(src, get8(lx), get8(ly), lo);
+            sample_lanes(src, get8(hx), get8(hy), hi);
             for (int l = 0; l < m; l++, o += 4) {
                 if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
                     const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
@@ -236,17 +245,27 @@ static void trust_rows(const Img4 *self, const Img4 *other, const float *img, fl
 {
     const int w = self->w, h = self->h;
     for (int y = y0; y < y1; y++) {
-        for (int x = 0; x < w; x++) {
-            const Py_ssize_t i = (Py_ssize_t)y * w + x;
-            const float fx = self->p[4 * i], fy = self->p[4 * i + 1], tx = (float)x + fx, ty = (float)y + fy;
-            float back[4];
-            sample4(other, tx, ty, back);
-            const float ex = fx + back[0], ey = fy + back[1];
-            const int inside = (tx >= 0.0f) & (tx <= (float)(w - 1)) & (ty >= 0.0f) & (ty <= (float)(h - 1));
-            const float good = (float)((sqrtf(ex * ex + ey * ey) < fb_px) & inside);     /* no branches to miss */
-            pack[4 * i] = img[3 * i], pack[4 * i + 1] = img[3 * i + 1], pack[4 * i + 2] = img[3 * i + 2];
-            pack[4 * i + 3] = good;
-            ok[i] = good;
+        for (int x0 = 0; x0 < w; x0 += LANES) {
+            const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
+            float fx[LANES], fy[LANES], tx[LANES], ty[LANES];
+            for (int l = 0; l < LANES; l++) {
+                const int x = x0 + (l < m ? l : m - 1);
+                const Py_ssize_t i = (Py_ssize_t)y * w + x;
+                fx[l] = self->p[4 * i], fy[l] = self->p[4 * i + 1];
+                tx[l] = (float)x + fx[l], ty[l] = (float)y + fy[l];
+            }
+            v8f back[4];
+            sample_lanes(other, get8(tx), get8(ty), back);
+            for (int l = 0; l < m; l++) {
+                const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
+                const float ex = fx[l] + back[0][l], ey = fy[l] + back[1][l];
+                const int inside = (tx[l] >= 0.0f) & (tx[l] <= (float)(w - 1)) & (ty[l] >= 0.0f) &
+                                   (ty[l] <= (float)(h - 1));
+                const float good = (float)((sqrtf(ex * ex + ey * ey) < fb_px) & inside);    /* no branches to miss */
+                pack[4 * i] = img[3 * i], pack[4 * i + 1] = img[3 * i + 1], pack[4 * i + 2] = img[3 * i + 2];
+                pack[4 * i + 3] = good;
+                ok[i] = good;
+            }
         }
     }
 }

@@ -317,8 +317,7 @@ def _substeps(a: np.ndarray, b: np.ndarray, xs: np.ndarray, ys: np.ndarray, side
 
 def _substeps_fused(side_a: _Side, side_b: _Side, chg: np.ndarray, n: int, stages: int) -> np.ndarray:
     """``_substeps`` with the C kernel: all n - 1 warped sub-frames in one pass over the crop (the
-    sums stay in registers, no intermediate planes), then one pass per smear stage. Samples use
-    exact bilinear weights where OpenCV's remap rounds positions to 1/32 px."""
+    sums stay in registers, no intermediate planes), then one pass per smear stage, on bands of rows."""
     h, w = chg.shape
     pa, pb = np.ascontiguousarray(side_a.pack), np.ascontiguousarray(side_b.pack)
     chg = np.ascontiguousarray(chg, np.float32)
