@@ -16,8 +16,19 @@
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define CLONES __attribute__((target_clones("avx2", "default")))
+#define RUNTIME_AVX2 1
 #else
 #define CLONES
+#endif
+
+/* Whether 8-wide vectors are native (AVX2 at run time with the clones, AVX at build time without):
+ * only then are two pixels interpolated in one vector and transposed; lowered to 4-wide ones,
+ * those shuffles cost 5x, so there each pixel goes on its own. */
+static int wide;
+
+#define INLINE static inline __attribute__((always_inline))   /* 32-byte vectors stay in registers */
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"    /* ... so their ABI without AVX does not matter */
 #endif
 
 typedef struct {
@@ -28,34 +39,31 @@ typedef struct {
 #if !defined(__GNUC__)
 #error "blurforge._subframe needs GCC or clang vector extensions (blurforge.interpolate falls back to OpenCV)"
 #endif
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"    /* 32-byte vectors only pass between inlined functions */
-#endif
 
 typedef float v4f __attribute__((vector_size(16)));     /* one pixel's 4 channels */
 typedef float v8f __attribute__((vector_size(32)));     /* two pixels' 4 channels, or one channel of 8 pixels */
 typedef int v8i __attribute__((vector_size(32)));
 
-static inline v4f load4(const float *p)
+INLINE v4f load4(const float *p)
 {
     v4f v;
     __builtin_memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline v8f pair(const float *p, const float *q)
+INLINE v8f pair(const float *p, const float *q)
 {
     return __builtin_shufflevector(load4(p), load4(q), 0, 1, 2, 3, 4, 5, 6, 7);
 }
 
 #define LANES 8      /* pixels of a row done together: their position arithmetic vectorises */
 
-static inline v8f select8(v8i m, v8f a, v8f b)     /* m ? a : b, lane by lane (m: all ones or zero) */
+INLINE v8f select8(v8i m, v8f a, v8f b)     /* m ? a : b, lane by lane (m: all ones or zero) */
 {
     return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
 }
 
-static inline v8f get8(const float *p)
+INLINE v8f get8(const float *p)
 {
     v8f v;
     __builtin_memcpy(&v, p, sizeof v);
@@ -63,9 +71,10 @@ static inline v8f get8(const float *p)
 }
 
 /* img sampled at 8 positions (mx, my), clamped to the picture; out: channel-major. The positions'
- * arithmetic is one vector op per step for all 8, each pair of lanes is interpolated in one 8-wide
- * vector (two pixels' 4 channels), then the result is transposed; nothing goes through memory. */
-static inline void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4])
+ * arithmetic is one vector op per step for all 8; with wide, each pair of lanes is interpolated in
+ * one 8-wide vector (two pixels' 4 channels), then the result is transposed, nothing going through
+ * memory; else each lane's 4 channels in one 4-wide vector. */
+INLINE void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4], int wide)
 {
     const v8f zero = {0}, wm = zero + (float)(im->w - 1), hm = zero + (float)(im->h - 1);
     v8f x = select8(mx >= zero, mx, zero), y = select8(my >= zero, my, zero);     /* also NaN -> 0 */
@@ -74,6 +83,18 @@ static inline void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4])
     const v8i x0 = __builtin_convertvector(x, v8i), y0 = __builtin_convertvector(y, v8i);
     const v8f fx = x - __builtin_convertvector(x0, v8f), fy = y - __builtin_convertvector(y0, v8f);
     const v8i dx = (x0 < im->w - 1) & 4, dy = (y0 < im->h - 1) & (4 * im->w), idx = 4 * (y0 * im->w + x0);
+    if (!wide) {
+        float o[4][LANES];
+        for (int l = 0; l < LANES; l++) {
+            const float *q = im->p + idx[l];
+            v4f a = load4(q), b = load4(q + dx[l]), c = load4(q + dy[l]), d = load4(q + dy[l] + dx[l]);
+            v4f top = a + fx[l] * (b - a), bot = c + fx[l] * (d - c), r = top + fy[l] * (bot - top);
+            o[0][l] = r[0], o[1][l] = r[1], o[2][l] = r[2], o[3][l] = r[3];
+        }
+        for (int k = 0; k < 4; k++)
+            out[k] = get8(o[k]);
+        return;
+    }
     v8f r[LANES / 2];
     for (int m = 0; m < LANES / 2; m++) {     /* two lanes' 4 channels in one 8-wide vector */
         const int l = 2 * m;
@@ -99,14 +120,14 @@ static inline void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4])
 /* One side of a sub-frame at time t for the lanes at (xs, y): the point's own flow by fixed-point
  * iteration of p + t flow(p) = x from the flow at x (own, channel-major), then the colour+trust pack
  * at p. */
-static inline void side_lanes(const Img4 *flow, const Img4 *pack, const v8f own[4], v8f xs, v8f y, float t, int iters,
-                              v8f v[4], v8f col[4])
+INLINE void side_lanes(const Img4 *flow, const Img4 *pack, const v8f own[4], v8f xs, v8f y, float t, int iters,
+                       v8f v[4], v8f col[4])
 {
     for (int k = 0; k < 4; k++)
         v[k] = own[k];
     for (int i = 0; i < iters; i++)
-        sample_lanes(flow, xs - t * v[0], y - t * v[1], v);
-    sample_lanes(pack, xs - t * v[0], y - t * v[1], col);
+        sample_lanes(flow, xs - t * v[0], y - t * v[1], v, wide);
+    sample_lanes(pack, xs - t * v[0], y - t * v[1], col, wide);
 }
 
 CLONES
@@ -209,8 +230,8 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
                 continue;
             }
             v8f lo[4], hi[4];
-            sample_lanes(src, get8(lx), get8(ly), lo);
-            sample_lanes(src, get8(hx), get8(hy), hi);
+            sample_lanes(src, get8(lx), get8(ly), lo, wide);
+            sample_lanes(src, get8(hx), get8(hy), hi, wide);
             for (int l = 0; l < m; l++, o += 4) {
                 if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
                     const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
@@ -255,7 +276,7 @@ static void trust_rows(const Img4 *self, const Img4 *other, const float *img, fl
                 tx[l] = (float)x + fx[l], ty[l] = (float)y + fy[l];
             }
             v8f back[4];
-            sample_lanes(other, get8(tx), get8(ty), back);
+            sample_lanes(other, get8(tx), get8(ty), back, wide);
             for (int l = 0; l < m; l++) {
                 const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
                 const float ex = fx[l] + back[0][l], ey = fy[l] + back[1][l];
@@ -429,4 +450,13 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_subframe", "Fused sub-frame sampling and smearing.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__subframe(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__subframe(void)
+{
+#if defined(RUNTIME_AVX2)
+    __builtin_cpu_init();
+    wide = __builtin_cpu_supports("avx2");
+#elif defined(__AVX__)
+    wide = 1;
+#endif
+    return PyModule_Create(&module);
+}
