@@ -80,6 +80,16 @@ def _bands(fn, h: int, *args) -> None:
         f.result()
 
 
+def _forget_pool() -> None:
+    """A forked child has none of the pool's threads: it starts its own."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 @dataclass
 class IntervalFix:
     """The correction of one frame interval: ``delta`` (float32 linear RGB) over ``box``."""
