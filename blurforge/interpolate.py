@@ -76,9 +76,11 @@ def _bands(fn, h: int, *args) -> None:
         _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="subframe")
     cuts = [h * i // k for i in range(k + 1)]
     rest = [_pool.submit(fn, *args, cuts[i], cuts[i + 1]) for i in range(1, k)]
-    fn(*args, 0, cuts[1])
-    for f in rest:
-        f.result()
+    try:
+        fn(*args, 0, cuts[1])
+    finally:        # all bands done before their arrays are used (or reused) again
+        for f in rest:
+            f.result()
 
 
 def _forget_pool() -> None:
