@@ -36,6 +36,7 @@ from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory, t
 
 CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
 GHOST_PX = 1.0
+JOBS_AHEAD = 1     # pairs handed to the background beyond the one it works on: decoding goes on meanwhile
 SUBFRAME_WORKERS: int | None = None    # threads making sub-frames beside the averaging (None: video.thread_share)
 
 
@@ -204,14 +205,14 @@ class _Background:
     """Runs pair jobs (averaging, shard row) one at a time beside decoding, analysis and motion.
 
     libav, OpenCV and HDF5 do their work outside the GIL, so averaging a window no longer stalls
-    the decoder while it waits. ``submit`` waits while a job runs, so at most one window's frames
-    are held beyond the ring and memory does not depend on the clip; a job's exception is raised
-    again in the caller at the next ``submit`` or at ``close``.
+    the decoder while it waits. ``submit`` waits while ``depth`` jobs are running or queued, so at
+    most that many windows' frames are held beyond the ring and memory does not depend on the clip;
+    a job's exception is raised again in the caller at the next ``submit`` or at ``close``.
     """
 
-    def __init__(self):
+    def __init__(self, depth: int = 1):
         self.q: queue.Queue = queue.Queue()
-        self.idle = threading.Semaphore(1)
+        self.idle = threading.Semaphore(depth)
         self.error: BaseException | None = None
         self.cancelled = False
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -528,7 +529,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         emitted += 1
 
     n = 0
-    worker = _Background()
+    worker = _Background(1 + JOBS_AHEAD)
     workers = SUBFRAME_WORKERS or min(4, thread_share())
     pool = None if opts.interpolate == "off" else ThreadPoolExecutor(workers, thread_name_prefix="subframes")
     try:
