@@ -58,10 +58,8 @@ INLINE v8f pair(const float *p, const float *q)
 
 #define LANES 8      /* pixels of a row done together: their position arithmetic vectorises */
 
-INLINE v8f select8(v8i m, v8f a, v8f b)     /* m ? a : b, lane by lane (m: all ones or zero) */
-{
-    return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
-}
+/* m ? a : b, lane by lane (m: all ones or zero; a macro, as no 32-byte vector is a parameter) */
+#define select8(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
 
 INLINE v8f get8(const float *p)
 {
@@ -74,10 +72,10 @@ INLINE v8f get8(const float *p)
  * arithmetic is one vector op per step for all 8; with wide, each pair of lanes is interpolated in
  * one 8-wide vector (two pixels' 4 channels), then the result is transposed, nothing going through
  * memory; else each lane's 4 channels in one 4-wide vector. */
-INLINE void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4], int wide)
+INLINE void sample_lanes(const Img4 *im, const v8f *mx, const v8f *my, v8f out[4], int wide)
 {
     const v8f zero = {0}, wm = zero + (float)(im->w - 1), hm = zero + (float)(im->h - 1);
-    v8f x = select8(mx >= zero, mx, zero), y = select8(my >= zero, my, zero);     /* also NaN -> 0 */
+    v8f x = select8(*mx >= zero, *mx, zero), y = select8(*my >= zero, *my, zero);     /* also NaN -> 0 */
     x = select8(x <= wm, x, wm);
     y = select8(y <= hm, y, hm);
     const v8i x0 = __builtin_convertvector(x, v8i), y0 = __builtin_convertvector(y, v8i);
@@ -120,14 +118,18 @@ INLINE void sample_lanes(const Img4 *im, v8f mx, v8f my, v8f out[4], int wide)
 /* One side of a sub-frame at time t for the lanes at (xs, y): the point's own flow by fixed-point
  * iteration of p + t flow(p) = x from the flow at x (own, channel-major), then the colour+trust pack
  * at p. */
-INLINE void side_lanes(const Img4 *flow, const Img4 *pack, const v8f own[4], v8f xs, v8f y, float t, int iters,
-                       v8f v[4], v8f col[4])
+INLINE void side_lanes(const Img4 *flow, const Img4 *pack, const v8f own[4], const v8f *xsp, const v8f *yp,
+                       float t, int iters, v8f v[4], v8f col[4])
 {
+    const v8f xs = *xsp, y = *yp;
     for (int k = 0; k < 4; k++)
         v[k] = own[k];
-    for (int i = 0; i < iters; i++)
-        sample_lanes(flow, xs - t * v[0], y - t * v[1], v, wide);
-    sample_lanes(pack, xs - t * v[0], y - t * v[1], col, wide);
+    for (int i = 0; i < iters; i++) {
+        const v8f mx = xs - t * v[0], my = y - t * v[1];
+        sample_lanes(flow, &mx, &my, v, wide);
+    }
+    const v8f mx = xs - t * v[0], my = y - t * v[1];
+    sample_lanes(pack, &mx, &my, col, wide);
 }
 
 CLONES
@@ -161,8 +163,8 @@ static void substeps_rows(const Img4 *fa, const Img4 *pa, const Img4 *fb, const 
                 for (int j = 1; any && j < n; j++) {
                     const float t = (float)j * inv_n, s = 1.0f - t;
                     v8f va[4], vb[4], sa[4], sb[4];
-                    side_lanes(fa, pa, oa, xv, yv, t, iters, va, sa);
-                    side_lanes(fb, pb, ob, xv, yv, s, iters, vb, sb);
+                    side_lanes(fa, pa, oa, &xv, &yv, t, iters, va, sa);
+                    side_lanes(fb, pb, ob, &xv, &yv, s, iters, vb, sb);
                     const v8f den = sa[3] * s + sb[3] * t;
                     /* sub-pixel motion is already integrated well by the frames themselves */
                     const v8f fast = select8(va[2] > vb[2], va[2], vb[2]);
@@ -230,8 +232,9 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
                 continue;
             }
             v8f lo[4], hi[4];
-            sample_lanes(src, get8(lx), get8(ly), lo, wide);
-            sample_lanes(src, get8(hx), get8(hy), hi, wide);
+            const v8f lxv = get8(lx), lyv = get8(ly), hxv = get8(hx), hyv = get8(hy);
+            sample_lanes(src, &lxv, &lyv, lo, wide);
+            sample_lanes(src, &hxv, &hyv, hi, wide);
             for (int l = 0; l < m; l++, o += 4) {
                 if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
                     const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
@@ -276,7 +279,8 @@ static void trust_rows(const Img4 *self, const Img4 *other, const float *img, fl
                 tx[l] = (float)x + fx[l], ty[l] = (float)y + fy[l];
             }
             v8f back[4];
-            sample_lanes(other, get8(tx), get8(ty), back, wide);
+            const v8f txv = get8(tx), tyv = get8(ty);
+            sample_lanes(other, &txv, &tyv, back, wide);
             for (int l = 0; l < m; l++) {
                 const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
                 const float ex = fx[l] + back[0][l], ey = fy[l] + back[1][l];
