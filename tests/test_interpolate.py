@@ -190,3 +190,28 @@ def test_kernel_matches_opencv(monkeypatch, speed, factor):
     finally:
         cv2.setNumThreads(threads)
     assert np.array_equal(banded.delta, fixes[0].delta)
+
+
+def test_kernel_checks_its_buffers():
+    """The C kernel refuses buffers of the wrong size or layout and row ranges outside the crop
+    instead of reading or writing past them."""
+    import blurforge.interpolate as ip
+
+    if ip._kernel is None:
+        pytest.skip("blurforge._subframe not built")
+    k, h, w = ip._kernel, 12, 10
+    f4, chg = np.zeros((h, w, 4), np.float32), np.zeros((h, w), np.float32)
+    out, vel = np.zeros((h, w, 4), np.float32), np.zeros((h, w, 2), np.float32)
+    k.substeps(f4, f4, f4, f4, chg, out, vel, h, w, 2, 2, True)
+    with pytest.raises(ValueError, match="chg"):
+        k.substeps(f4, f4, f4, f4, chg[:-1], out, vel, h, w, 2, 2, True)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        k.substeps(f4, f4, f4, f4, np.zeros((w, h), np.float32).T, out, vel, h, w, 2, 2, True)
+    with pytest.raises(ValueError, match="y1"):
+        k.substeps(f4, f4, f4, f4, chg, out, vel, h, w, 2, 2, True, 0, h + 1)
+    with pytest.raises(ValueError, match="dst"):
+        k.smear(out, vel, chg, f4, f4, out, h, w, 0.1, 2, False)
+    with pytest.raises(ValueError, match="img"):
+        k.trust(f4, f4, f4, out, chg, h, w, 1.0)
+    with pytest.raises(ValueError, match="speed"):
+        k.pack_flow(vel, f4, vel, h, w, 0.5)
