@@ -61,6 +61,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _kernel = None
 BAND_ROWS = 32             # the C kernel runs on bands of at least this many rows, one per OpenCV thread
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _bands(fn, h: int, *args) -> None:
@@ -72,8 +73,9 @@ def _bands(fn, h: int, *args) -> None:
     if k == 1:
         fn(*args, 0, h)
         return
-    if _pool is None:       # threads start as bands are submitted, up to one per core
-        _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="subframe")
+    with _pool_lock:        # one pool for all callers (extract makes sub-frames on several threads)
+        if _pool is None:   # its threads start as bands are submitted, up to one per core
+            _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="subframe-bands")
     cuts = [h * i // k for i in range(k + 1)]
     rest = [_pool.submit(fn, *args, cuts[i], cuts[i + 1]) for i in range(1, k)]
     try:
@@ -84,9 +86,9 @@ def _bands(fn, h: int, *args) -> None:
 
 
 def _forget_pool() -> None:
-    """A forked child has none of the pool's threads: it starts its own."""
-    global _pool
-    _pool = None
+    """A forked child has none of the pool's threads (nor a lock another thread held): it starts its own."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -215,3 +215,25 @@ def test_kernel_checks_its_buffers():
         k.trust(f4, f4, f4, out, chg, h, w, 1.0)
     with pytest.raises(ValueError, match="speed"):
         k.pack_flow(vel, f4, vel, h, w, 0.5)
+
+
+def test_kernel_on_several_threads_at_once():
+    """extract makes sub-frames on a pool of threads: with the C kernel each thread has its own
+    work arrays and all share the band threads, so concurrent corrections equal serial ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import blurforge.interpolate as ip
+
+    if ip._kernel is None:
+        pytest.skip("blurforge._subframe not built")
+    img = _texture(200, 256)
+    pairs = [(img, _shifted(img, *v)) for v in ((12.3, 2.1), (5.7, -3.2), (22.0, -3.0), (-8.0, 9.5))]
+
+    def fix(p):
+        return interval_fix(p[0], p[1], (0, 0, 256, 200), None, reach=25.0).delta
+
+    serial = [fix(p) for p in pairs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            for want, got in zip(serial * 2, pool.map(fix, pairs * 2), strict=True):
+                assert np.array_equal(want, got)
