@@ -244,10 +244,12 @@ class Cv2:
 for n in ("remap", "resize", "split", "merge", "scaleAdd", "multiply", "accumulateProduct", "cvtColor"):
     setattr(Cv2, n, staticmethod(timed("cv2." + n, getattr(cv2, n))))
 ip.cv2 = Cv2()
-for n in ("_flow", "_substeps", "_smear", "_half_end", "_changing", "_grey_half"):
-    setattr(ip, n, timed(n, getattr(ip, n)))
-for n in ("sample", "trust"):
-    setattr(ip._Side, n, timed("_Side." + n, getattr(ip._Side, n)))
+for n in ("_flow", "_substeps", "_substeps_fused", "_bands", "_smear", "_half_end", "_changing", "_grey_half"):
+    if hasattr(ip, n):
+        setattr(ip, n, timed(n, getattr(ip, n)))
+for n in ("sample", "trust", "trust_packed"):
+    if hasattr(ip._Side, n):
+        setattr(ip._Side, n, timed("_Side." + n, getattr(ip._Side, n)))
 fixes = []
 inner = timed("interval_fix", ip.interval_fix)
 def interval_fix(a, b, box, *args, **kw):
@@ -267,13 +269,13 @@ print(json.dumps({"seconds": time.perf_counter() - t, "pairs": s["pairs"], "fram
 
 
 def profile_interp(clip: Path, out: Path, opts: dict) -> dict:
-    """One instrumented extract (interpolate auto) in a child: wall time in ``interval_fix`` per
-    corrected interval at full resolution, and inside it, exclusive of what they call, ``_flow``
-    (DIS, two per interval), ``_Side.trust`` (forward/backward consistency), ``_substeps`` (the
-    warped sub-frames), ``_Side.sample`` (their fixed-point source maps and samples), ``_smear``
-    (the smear stages along the motion), ``_half_end`` (odd windows' end half intervals), the
-    OpenCV calls they make (``cv2.*``), and the rest; beside them ``_linear_crop`` (the boxes to
-    linear light)."""
+    """One instrumented extract (interpolate auto, one sub-frame thread) in a child: wall time in
+    ``interval_fix`` per corrected interval at full resolution, and inside it, exclusive of what
+    they call, ``_flow`` (DIS, two per interval), ``_bands`` (the C kernel's passes: trust,
+    sub-frames, smear), ``_Side.trust_packed``, ``_substeps_fused`` (their Python around it), or
+    without the kernel ``_Side.trust``, ``_substeps``, ``_Side.sample``, ``_smear`` and the OpenCV
+    calls they make (``cv2.*``); ``_half_end`` (odd windows' end half intervals), and the rest;
+    beside them ``_linear_crop`` (the boxes to linear light)."""
     res = subprocess.run([sys.executable, "-c", PROFILE_CHILD, str(clip), str(out), json.dumps(opts)],
                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if res.returncode:
