@@ -9,7 +9,7 @@ from conftest import psnr
 
 from blurforge.errors import BlurforgeError
 from blurforge.extract import ExtractOptions, extract_clip, parse_interpolate
-from blurforge.interpolate import SUBSTEP_PX, _stages, factor_for, flow_scale, interval_fix
+from blurforge.interpolate import SUBSTEP_PX, _percentile99, _stages, factor_for, flow_scale, interval_fix
 from blurforge.synth import SynthConfig, render_exposure, swept_mask, synthesize
 
 
@@ -142,13 +142,14 @@ def test_sub_frames_of_a_translation_approach_its_exposure(speed, least):
     est = plain.copy()
     for k in range(n):
         fix = interval_fix(frames[k], frames[k + 1], (0, 0, 256, 200), reach=float(np.hypot(*v)))
-        assert fix.factor == factor_for(np.hypot(*v)), fix.factor
+        # the 99th percentile of the flow: the true speed's factor, or one more step where it reads high
+        assert factor_for(np.hypot(*v)) <= fix.factor <= factor_for(np.hypot(*v)) + 1, fix.factor
         est += fix.delta / n
     m = np.s_[40:-40, 40:-40]
     codes = [np.clip(np.rint(255 * np.clip(x[m], 0, 1) ** (1 / 2.2)), 0, 255).astype(np.uint8)
              for x in (truth, plain, est)]
     gain = psnr(codes[2], codes[0]) - psnr(codes[1], codes[0])
-    assert gain >= least, (speed, gain)        # measured 6.1, 11.9, 17.1 dB
+    assert gain >= least, (speed, gain)        # measured 6.2, 11.9, 17.1 dB
 
 
 def test_flow_scale_and_smear_stages():
@@ -237,3 +238,10 @@ def test_kernel_on_several_threads_at_once():
         for _ in range(2):
             for want, got in zip(serial * 2, pool.map(fix, pairs * 2), strict=True):
                 assert np.array_equal(want, got)
+
+
+def test_percentile_from_one_partition_is_numpys():
+    rng = np.random.default_rng(7)
+    for n in (16, 17, 101, 4999, 60000):
+        v = rng.gamma(2.0, 5.0, n).astype(np.float32)
+        assert _percentile99(v.copy()) == pytest.approx(float(np.percentile(v, 99)), rel=1e-6)
