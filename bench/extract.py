@@ -76,7 +76,7 @@ dt = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pairs"], "shard": s.get("shard"),
                   "cpu_seconds": ru.ru_utime + ru.ru_stime, "package": blurforge.__file__,
-                  "fused_kernel": __import__("blurforge.averaging").averaging._accumulate is not None,
+                  "fused_kernel": __import__("blurforge.averaging").averaging._accumulate_many is not None,
                   "peak_rss_mb": ru.ru_maxrss / 1024}))
 """
 
@@ -244,7 +244,7 @@ class Cv2:
 for n in ("remap", "resize", "split", "merge", "scaleAdd", "multiply", "accumulateProduct", "cvtColor"):
     setattr(Cv2, n, staticmethod(timed("cv2." + n, getattr(cv2, n))))
 ip.cv2 = Cv2()
-for n in ("_flow", "_substeps", "_substeps_fused", "_bands", "_smear", "_half_end", "_changing", "_grey_half"):
+for n in ("_flow", "_substeps", "_substeps_fused", "_bands", "_smear", "_half_end", "_changing", "_grey_codes"):
     if hasattr(ip, n):
         setattr(ip, n, timed(n, getattr(ip, n)))
 for n in ("sample", "trust", "trust_packed"):

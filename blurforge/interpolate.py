@@ -167,9 +167,8 @@ def _percentile99(v: np.ndarray) -> float:
     return float(v[lo] + (v[hi] - v[lo]) * np.float32(pos - lo))
 
 
-def _grey_half(rgb_lin: np.ndarray, scale: int = 1) -> np.ndarray:
-    """8-bit grey (gamma 2.2 codes) at 1/``scale`` of the size, from a linear-light RGB crop, for the flow."""
-    g = cv2.cvtColor(rgb_lin, cv2.COLOR_RGB2GRAY)
+def _grey_codes(g: np.ndarray, scale: int = 1) -> np.ndarray:
+    """8-bit grey (gamma 2.2 codes) at 1/``scale`` of the size, from a linear-light grey crop, for the flow."""
     if scale > 1:
         g = cv2.resize(g, (max(8, g.shape[1] // scale), max(8, g.shape[0] // scale)), interpolation=cv2.INTER_AREA)
     return np.clip(np.rint(255.0 * cv2.pow(np.maximum(g, 0.0), 1 / 2.2)), 0, 255).astype(np.uint8)
@@ -205,7 +204,8 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     ``picture_height``: the full picture's, which sets the flow's scale (``flow_scale``).
     """
     h, w = a.shape[:2]
-    change_full = _changing(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY))
+    grey_a, grey_b = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
+    change_full = _changing(grey_a, grey_b)
 
     def zero() -> IntervalFix:
         return IntervalFix(box, np.zeros_like(a), 1, 1.0, np.zeros_like(a) if before else None,
@@ -219,7 +219,7 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     a, b, change = a[crop], b[crop], change_full[crop]
     ch, cw = a.shape[:2]
     fs = flow_scale(ch, cw, picture_height)
-    ga, gb = _grey_half(a, fs), _grey_half(b, fs)
+    ga, gb = _grey_codes(grey_a[crop], fs), _grey_codes(grey_b[crop], fs)
     ff, fb = _flow(ga, gb), _flow(gb, ga)
     if fs != 1:
         up, s = (cw, ch), np.float32(cw / ga.shape[1])
