@@ -231,6 +231,10 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
                     o[k] = 0.0f;
                 continue;
             }
+            if (!any) {     /* no velocity where nothing changes: the stage samples src where it is */
+                __builtin_memcpy(o, src->p + 4 * ((Py_ssize_t)y * w + x0), 4 * m * sizeof(float));
+                continue;
+            }
             v8f lo[4], hi[4];
             const v8f lxv = get8(lx), lyv = get8(ly), hxv = get8(hx), hyv = get8(hy);
             sample_lanes(src, &lxv, &lyv, lo, wide);
