@@ -180,7 +180,7 @@ class ShardWriter:
                                  f"got {img.dtype} {img.shape}")
             img = np.ascontiguousarray(img)
             self._append(name, img)
-            self._hashes[name].update(img.tobytes())
+            self._hashes[name].update(memoryview(img).cast("B"))     # the array's bytes, not a copy
         self._append("center", center, np.int64)
         for name, value in (meta or {}).items():
             self._append(name, value)
