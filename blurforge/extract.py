@@ -36,6 +36,7 @@ from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory, t
 
 CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
 GHOST_PX = 1.0
+PREFETCH_BYTES = 96 << 20
 JOBS_AHEAD = 1     # pairs handed to the background beyond the one it works on: decoding goes on meanwhile
 SUBFRAME_WORKERS: int | None = None    # threads making sub-frames beside the averaging (None: video.thread_share)
 
@@ -425,7 +426,11 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     H = opts.max_half
     picker = sh.CentrePicker(H, opts.min_distance, allowed=(lo, hi))
     ring_len = H + picker.lookahead + 1
-    reader = FrameReader(info, stop_after=hi)
+    # decoded frames queued ahead: enough that decoding goes on while this thread measures a pair's
+    # motion instead of waiting (1080p --interpolate off, 32 frames against 4: 6% and 0% faster in two A/B
+    # runs, 0.2-0.6 s less CPU), about PREFETCH_BYTES of them
+    frame_bytes = info.width * info.height * 1.5 * (2 if info.bit_depth > 8 else 1)
+    reader = FrameReader(info, stop_after=hi, prefetch=int(min(32, max(4, PREFETCH_BYTES // frame_bytes))))
     depth16 = info.bit_depth > 8
     windows = opts.windows
     hasher = _Hasher(clip)
