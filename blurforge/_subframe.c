@@ -285,15 +285,18 @@ static void trust_rows(const Img4 *self, const Img4 *other, const float *img, fl
             v8f back[4];
             const v8f txv = get8(tx), tyv = get8(ty);
             sample_lanes(other, &txv, &tyv, back, wide);
+            /* the test on all 8 lanes at once: |fx + back| < fb_px (squared) and landing inside */
+            const v8f zero = {0}, ex = get8(fx) + back[0], ey = get8(fy) + back[1];
+            const v8i good = (ex * ex + ey * ey < zero + fb_px * fb_px) & (txv >= zero) & (txv <= zero + (float)(w - 1))
+                             & (tyv >= zero) & (tyv <= zero + (float)(h - 1));
+            float g[LANES];
+            const v8f gv = select8(good, zero + 1.0f, zero);
+            __builtin_memcpy(g, &gv, sizeof gv);
             for (int l = 0; l < m; l++) {
                 const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
-                const float ex = fx[l] + back[0][l], ey = fy[l] + back[1][l];
-                const int inside = (tx[l] >= 0.0f) & (tx[l] <= (float)(w - 1)) & (ty[l] >= 0.0f) &
-                                   (ty[l] <= (float)(h - 1));
-                const float good = (float)((sqrtf(ex * ex + ey * ey) < fb_px) & inside);    /* no branches to miss */
                 pack[4 * i] = img[3 * i], pack[4 * i + 1] = img[3 * i + 1], pack[4 * i + 2] = img[3 * i + 2];
-                pack[4 * i + 3] = good;
-                ok[i] = good;
+                pack[4 * i + 3] = g[l];
+                ok[i] = g[l];
             }
         }
     }
