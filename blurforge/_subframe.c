@@ -68,6 +68,38 @@ INLINE v8f get8(const float *p)
     return v;
 }
 
+INLINE void put8(float *p, v8f v)
+{
+    __builtin_memcpy(p, &v, sizeof v);
+}
+
+/* 8 consecutive pixels' 4 channels (32 floats at p) -> channel-major, in registers (wide only) */
+INLINE void load_block(const float *p, v8f out[4])
+{
+    const v8f r0 = get8(p), r1 = get8(p + 8), r2 = get8(p + 16), r3 = get8(p + 24);
+    const v8f p01 = __builtin_shufflevector(r0, r1, 0, 4, 8, 12, 1, 5, 9, 13);
+    const v8f q01 = __builtin_shufflevector(r0, r1, 2, 6, 10, 14, 3, 7, 11, 15);
+    const v8f p23 = __builtin_shufflevector(r2, r3, 0, 4, 8, 12, 1, 5, 9, 13);
+    const v8f q23 = __builtin_shufflevector(r2, r3, 2, 6, 10, 14, 3, 7, 11, 15);
+    out[0] = __builtin_shufflevector(p01, p23, 0, 1, 2, 3, 8, 9, 10, 11);
+    out[1] = __builtin_shufflevector(p01, p23, 4, 5, 6, 7, 12, 13, 14, 15);
+    out[2] = __builtin_shufflevector(q01, q23, 0, 1, 2, 3, 8, 9, 10, 11);
+    out[3] = __builtin_shufflevector(q01, q23, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+/* channel-major 4 x 8 -> 8 consecutive pixels' 4 channels at p (the inverse of load_block) */
+INLINE void store_block(float *p, const v8f c[4])
+{
+    const v8f a0 = __builtin_shufflevector(c[0], c[1], 0, 8, 1, 9, 2, 10, 3, 11);
+    const v8f a1 = __builtin_shufflevector(c[2], c[3], 0, 8, 1, 9, 2, 10, 3, 11);
+    const v8f b0 = __builtin_shufflevector(c[0], c[1], 4, 12, 5, 13, 6, 14, 7, 15);
+    const v8f b1 = __builtin_shufflevector(c[2], c[3], 4, 12, 5, 13, 6, 14, 7, 15);
+    put8(p, __builtin_shufflevector(a0, a1, 0, 1, 8, 9, 2, 3, 10, 11));
+    put8(p + 8, __builtin_shufflevector(a0, a1, 4, 5, 12, 13, 6, 7, 14, 15));
+    put8(p + 16, __builtin_shufflevector(b0, b1, 0, 1, 8, 9, 2, 3, 10, 11));
+    put8(p + 24, __builtin_shufflevector(b0, b1, 4, 5, 12, 13, 6, 7, 14, 15));
+}
+
 /* img sampled at 8 positions (mx, my), clamped to the picture; out: channel-major. The positions'
  * arithmetic is one vector op per step for all 8; with wide, each pair of lanes is interpolated in
  * one 8-wide vector (two pixels' 4 channels), then the result is transposed, nothing going through
@@ -132,76 +164,107 @@ INLINE void side_lanes(const Img4 *flow, const Img4 *pack, const v8f own[4], con
     sample_lanes(pack, &mx, &my, col, wide);
 }
 
+/* A block of 8 pixels of a row from 4-channel images, channel-major: whole blocks with two loads
+ * and a transpose in registers (wide), else lane by lane (lanes past the row's end repeat its
+ * last pixel). */
+INLINE void gather_block(const float *img, Py_ssize_t row, int x0, int m, v8f out[4])
+{
+    if (wide && m == LANES) {
+        load_block(img + 4 * (row + x0), out);
+        return;
+    }
+    float o[4][LANES];
+    for (int l = 0; l < LANES; l++) {
+        const float *q = img + 4 * (row + x0 + (l < m ? l : m - 1));
+        for (int k = 0; k < 4; k++)
+            o[k][l] = q[k];
+    }
+    for (int k = 0; k < 4; k++)
+        out[k] = get8(o[k]);
+}
+
+/* The first m pixels of a channel-major block into a 4-channel image (the inverse of gather_block) */
+INLINE void scatter_block(float *img, Py_ssize_t row, int x0, int m, const v8f c[4])
+{
+    if (wide && m == LANES) {
+        store_block(img + 4 * (row + x0), c);
+        return;
+    }
+    float o[4][LANES];
+    for (int k = 0; k < 4; k++)
+        put8(o[k], c[k]);
+    for (int l = 0; l < m; l++)
+        for (int k = 0; k < 4; k++)
+            img[4 * (row + x0 + l) + k] = o[k][l];
+}
+
 CLONES
 static void substeps_rows(const Img4 *fa, const Img4 *pa, const Img4 *fb, const Img4 *pb, const float *chg,
                           float *out, float *vel, int n, int iters, int smear, int y0, int y1)
 {
     const int w = fa->w;
     const float inv_n = 1.0f / (float)n, half_n = 0.5f * (float)n;
+    const v8f zero = {0}, tiny = zero + 1e-3f, iota = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int y = y0; y < y1; y++) {
+        const Py_ssize_t row = (Py_ssize_t)y * w;
+        const v8f yv = zero + (float)y;
         for (int x0 = 0; x0 < w; x0 += LANES) {
             const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
-            float xs[LANES], c[LANES], own_a[4][LANES], own_b[4][LANES], ca[4][LANES], cb[4][LANES];
-            int any = 0;
+            float c[LANES], xs[LANES];
             for (int l = 0; l < LANES; l++) {
-                const int x = x0 + (l < m ? l : m - 1);
-                const Py_ssize_t i = (Py_ssize_t)y * w + x;
-                xs[l] = (float)x;
-                c[l] = chg[i];
+                c[l] = chg[row + x0 + (l < m ? l : m - 1)];
+                xs[l] = (float)(x0 + (l < m ? l : m - 1));
+            }
+            int any = 0;
+            for (int l = 0; l < LANES; l++)
                 any |= c[l] != 0.0f;
-                for (int k = 0; k < 4; k++) {
-                    own_a[k][l] = fa->p[4 * i + k], own_b[k][l] = fb->p[4 * i + k];
-                    ca[k][l] = pa->p[4 * i + k], cb[k][l] = pb->p[4 * i + k];
-                }
-            }
-            float acc[3][LANES], ua[LANES], ub[LANES], vx[LANES], vy[LANES];
-            {
-                const v8f zero = {0}, cv = get8(c), xv = get8(xs), yv = zero + (float)y, tiny = zero + 1e-3f;
-                const v8f oa[4] = {get8(own_a[0]), get8(own_a[1]), get8(own_a[2]), get8(own_a[3])};
-                const v8f ob[4] = {get8(own_b[0]), get8(own_b[1]), get8(own_b[2]), get8(own_b[3])};
-                v8f sum[3] = {zero, zero, zero}, sua = zero, sub = zero, svx = zero, svy = zero;
-                for (int j = 1; any && j < n; j++) {
-                    const float t = (float)j * inv_n, s = 1.0f - t;
-                    v8f va[4], vb[4], sa[4], sb[4];
-                    side_lanes(fa, pa, oa, &xv, &yv, t, iters, va, sa);
-                    side_lanes(fb, pb, ob, &xv, &yv, s, iters, vb, sb);
-                    const v8f den = sa[3] * s + sb[3] * t;
-                    /* sub-pixel motion is already integrated well by the frames themselves */
-                    const v8f fast = select8(va[2] > vb[2], va[2], vb[2]);
-                    const v8i some = den > tiny;
-                    const v8f use = select8(some, fast * cv, zero);
-                    const v8f r = use / select8(some, den, tiny);
-                    const v8f wa = sa[3] * r * s, wb = sb[3] * r * t;
-                    for (int k = 0; k < 3; k++)
-                        sum[k] += sa[k] * wa + sb[k] * wb;
-                    sua += use * s;
-                    sub += use * t;
-                    svx += va[0] * wa - vb[0] * wb;
-                    svy += va[1] * wa - vb[1] * wb;
-                }
+            const v8f cv = get8(c), xv = m == LANES ? iota + (float)x0 : get8(xs);
+            v8f oa[4], ob[4], ca[4], cb[4];
+            gather_block(fa->p, row, x0, m, oa);
+            gather_block(fb->p, row, x0, m, ob);
+            gather_block(pa->p, row, x0, m, ca);
+            gather_block(pb->p, row, x0, m, cb);
+            v8f sum[3] = {zero, zero, zero}, sua = zero, sub = zero, svx = zero, svy = zero;
+            for (int j = 1; any && j < n; j++) {
+                const float t = (float)j * inv_n, s = 1.0f - t;
+                v8f va[4], vb[4], sa[4], sb[4];
+                side_lanes(fa, pa, oa, &xv, &yv, t, iters, va, sa);
+                side_lanes(fb, pb, ob, &xv, &yv, s, iters, vb, sb);
+                const v8f den = sa[3] * s + sb[3] * t;
+                /* sub-pixel motion is already integrated well by the frames themselves */
+                const v8f fast = select8(va[2] > vb[2], va[2], vb[2]);
+                const v8i some = den > tiny;
+                const v8f use = select8(some, fast * cv, zero);
+                const v8f r = use / select8(some, den, tiny);
+                const v8f wa = sa[3] * r * s, wb = sb[3] * r * t;
                 for (int k = 0; k < 3; k++)
-                    __builtin_memcpy(acc[k], &sum[k], sizeof sum[k]);
-                __builtin_memcpy(ua, &sua, sizeof sua);
-                __builtin_memcpy(ub, &sub, sizeof sub);
-                __builtin_memcpy(vx, &svx, sizeof svx);
-                __builtin_memcpy(vy, &svy, sizeof svy);
+                    sum[k] += sa[k] * wa + sb[k] * wb;
+                sua += use * s;
+                sub += use * t;
+                svx += va[0] * wa - vb[0] * wb;
+                svy += va[1] * wa - vb[1] * wb;
             }
-            for (int l = 0; l < m; l++) {
-                const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
-                float *o = out + 4 * i;
-                if (smear) {    /* the smear's input: the sum of the deltas plus the ends, and the velocity */
-                    for (int k = 0; k < 3; k++)
-                        o[k] = acc[k][l] - ca[k][l] * ua[l] - cb[k][l] * ub[l] + (ca[k][l] + cb[k][l]) * half_n;
-                    o[3] = c[l];
-                    const float ea = 0.5f * own_a[2][l] * ca[3][l] * c[l], eb = -0.5f * own_b[2][l] * cb[3][l] * c[l];
-                    vel[2 * i] = (vx[l] + own_a[0][l] * ea + own_b[0][l] * eb) * inv_n;
-                    vel[2 * i + 1] = (vy[l] + own_a[1][l] * ea + own_b[1][l] * eb) * inv_n;
+            v8f o[4];
+            if (smear) {    /* the smear's input: the sum of the deltas plus the ends, and the velocity */
+                for (int k = 0; k < 3; k++)
+                    o[k] = sum[k] - ca[k] * sua - cb[k] * sub + (ca[k] + cb[k]) * half_n;
+                o[3] = cv;
+                const v8f ea = 0.5f * oa[2] * ca[3] * cv, eb = -0.5f * ob[2] * cb[3] * cv;
+                const v8f vxo = (svx + oa[0] * ea + ob[0] * eb) * inv_n, vyo = (svy + oa[1] * ea + ob[1] * eb) * inv_n;
+                float *v = vel + 2 * (row + x0);
+                if (wide && m == LANES) {
+                    put8(v, __builtin_shufflevector(vxo, vyo, 0, 8, 1, 9, 2, 10, 3, 11));
+                    put8(v + 8, __builtin_shufflevector(vxo, vyo, 4, 12, 5, 13, 6, 14, 7, 15));
                 } else {
-                    for (int k = 0; k < 3; k++)
-                        o[k] = (acc[k][l] - ca[k][l] * ua[l] - cb[k][l] * ub[l]) * inv_n;
-                    o[3] = 0.0f;
+                    for (int l = 0; l < m; l++)
+                        v[2 * l] = vxo[l], v[2 * l + 1] = vyo[l];
                 }
+            } else {
+                for (int k = 0; k < 3; k++)
+                    o[k] = (sum[k] - ca[k] * sua - cb[k] * sub) * inv_n;
+                o[3] = zero;
             }
+            scatter_block(out, row, x0, m, o);
         }
     }
 }
