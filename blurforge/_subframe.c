@@ -278,42 +278,45 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
     for (int y = y0; y < y1; y++) {
         for (int x0 = 0; x0 < w; x0 += LANES) {
             const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
-            float lx[LANES], ly[LANES], hx[LANES], hy[LANES], c[LANES];
-            int any = 0;
+            const Py_ssize_t row = (Py_ssize_t)y * w;
+            float c[LANES], xs[LANES], vx[LANES], vy[LANES];
             for (int l = 0; l < LANES; l++) {
-                const int x = x0 + (l < m ? l : m - 1);
-                const Py_ssize_t i = (Py_ssize_t)y * w + x;
-                const float ex = d * vel[2 * i], ey = d * vel[2 * i + 1];
-                lx[l] = (float)x - ex, ly[l] = (float)y - ey, hx[l] = (float)x + ex, hy[l] = (float)y + ey;
+                const Py_ssize_t i = row + x0 + (l < m ? l : m - 1);
                 c[l] = chg[i];
-                any |= c[l] != 0.0f;
+                xs[l] = (float)(x0 + (l < m ? l : m - 1));
+                vx[l] = vel[2 * i], vy[l] = vel[2 * i + 1];
             }
-            float *o = dst + 4 * ((Py_ssize_t)y * w + x0);
+            int any = 0;
+            for (int l = 0; l < LANES; l++)
+                any |= c[l] != 0.0f;
+            float *o = dst + 4 * (row + x0);
             if (last && !any) {     /* the delta is 0 where the picture does not change */
                 for (int k = 0; k < 4 * m; k++)
                     o[k] = 0.0f;
                 continue;
             }
             if (!any) {     /* no velocity where nothing changes: the stage samples src where it is */
-                __builtin_memcpy(o, src->p + 4 * ((Py_ssize_t)y * w + x0), 4 * m * sizeof(float));
+                __builtin_memcpy(o, src->p + 4 * (row + x0), 4 * m * sizeof(float));
                 continue;
             }
-            v8f lo[4], hi[4];
-            const v8f lxv = get8(lx), lyv = get8(ly), hxv = get8(hx), hyv = get8(hy);
+            const v8f zero = {0}, xv = get8(xs), yv = zero + (float)y, ex = d * get8(vx), ey = d * get8(vy);
+            const v8f lxv = xv - ex, lyv = yv - ey, hxv = xv + ex, hyv = yv + ey;
+            v8f lo[4], hi[4], r[4];
             sample_lanes(src, &lxv, &lyv, lo, wide);
             sample_lanes(src, &hxv, &hyv, hi, wide);
-            for (int l = 0; l < m; l++, o += 4) {
-                if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
-                    const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
-                    const float *ca = pa + 4 * i, *cb = pb + 4 * i;
-                    for (int k = 0; k < 3; k++)
-                        o[k] = (0.5f * (lo[k][l] + hi[k][l]) * inv_n - 0.5f * (ca[k] + cb[k])) * c[l];
-                    o[3] = 0.0f;
-                } else {
-                    for (int k = 0; k < 4; k++)
-                        o[k] = 0.5f * (lo[k][l] + hi[k][l]);
-                }
+            if (last) {         /* the delta: the smeared sum less the ends, where the picture changes */
+                v8f ca[4], cb[4];
+                const v8f cv = get8(c);
+                gather_block(pa, row, x0, m, ca);
+                gather_block(pb, row, x0, m, cb);
+                for (int k = 0; k < 3; k++)
+                    r[k] = (0.5f * (lo[k] + hi[k]) * inv_n - 0.5f * (ca[k] + cb[k])) * cv;
+                r[3] = zero;
+            } else {
+                for (int k = 0; k < 4; k++)
+                    r[k] = 0.5f * (lo[k] + hi[k]);
             }
+            scatter_block(dst, row, x0, m, r);
         }
     }
 }
