@@ -341,28 +341,29 @@ static void trust_rows(const Img4 *self, const Img4 *other, const float *img, fl
     for (int y = y0; y < y1; y++) {
         for (int x0 = 0; x0 < w; x0 += LANES) {
             const int m = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
-            float fx[LANES], fy[LANES], tx[LANES], ty[LANES];
-            for (int l = 0; l < LANES; l++) {
-                const int x = x0 + (l < m ? l : m - 1);
-                const Py_ssize_t i = (Py_ssize_t)y * w + x;
-                fx[l] = self->p[4 * i], fy[l] = self->p[4 * i + 1];
-                tx[l] = (float)x + fx[l], ty[l] = (float)y + fy[l];
-            }
-            v8f back[4];
-            const v8f txv = get8(tx), tyv = get8(ty);
+            const Py_ssize_t row = (Py_ssize_t)y * w;
+            float xs[LANES];
+            for (int l = 0; l < LANES; l++)
+                xs[l] = (float)(x0 + (l < m ? l : m - 1));
+            v8f own[4], back[4];
+            gather_block(self->p, row, x0, m, own);
+            const v8f zero = {0}, txv = get8(xs) + own[0], tyv = (zero + (float)y) + own[1];
             sample_lanes(other, &txv, &tyv, back, wide);
             /* the test on all 8 lanes at once: |fx + back| < fb_px (squared) and landing inside */
-            const v8f zero = {0}, ex = get8(fx) + back[0], ey = get8(fy) + back[1];
+            const v8f ex = own[0] + back[0], ey = own[1] + back[1];
             const v8i good = (ex * ex + ey * ey < zero + fb_px * fb_px) & (txv >= zero) & (txv <= zero + (float)(w - 1))
                              & (tyv >= zero) & (tyv <= zero + (float)(h - 1));
             float g[LANES];
             const v8f gv = select8(good, zero + 1.0f, zero);
             __builtin_memcpy(g, &gv, sizeof gv);
+            if (m == LANES)
+                put8(ok + row + x0, gv);
             for (int l = 0; l < m; l++) {
-                const Py_ssize_t i = (Py_ssize_t)y * w + x0 + l;
+                const Py_ssize_t i = row + x0 + l;
                 pack[4 * i] = img[3 * i], pack[4 * i + 1] = img[3 * i + 1], pack[4 * i + 2] = img[3 * i + 2];
                 pack[4 * i + 3] = g[l];
-                ok[i] = g[l];
+                if (m < LANES)
+                    ok[i] = g[l];
             }
         }
     }
