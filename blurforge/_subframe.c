@@ -321,6 +321,38 @@ static void smear_rows(const Img4 *src, const float *vel, float d, float *dst, c
     }
 }
 
+/* Odd windows' end half intervals: out = the trapezoid over s = j / 2m (j = 1 .. m, the last at half
+ * weight) of (the frame moved on by s along its flow, where trusted) - the frame, times 1/2. */
+CLONES
+static void half_end_rows(const Img4 *flow, const Img4 *pack, float *out, int m, int iters, int y0, int y1)
+{
+    const int w = flow->w;
+    const float inv_m = 1.0f / (float)m;
+    const v8f zero = {0}, half = zero + 0.5f;
+    for (int y = y0; y < y1; y++) {
+        const Py_ssize_t row = (Py_ssize_t)y * w;
+        const v8f yv = zero + (float)y;
+        for (int x0 = 0; x0 < w; x0 += LANES) {
+            const int m8 = w - x0 < LANES ? w - x0 : LANES;     /* lanes past the row's end repeat its last pixel */
+            float xs[LANES];
+            for (int l = 0; l < LANES; l++)
+                xs[l] = (float)(x0 + (l < m8 ? l : m8 - 1));
+            const v8f xv = get8(xs);
+            v8f own[4], here[4], sum[4] = {zero, zero, zero, zero};
+            gather_block(flow->p, row, x0, m8, own);
+            gather_block(pack->p, row, x0, m8, here);
+            for (int j = 1; j <= m; j++) {
+                v8f v[4], col[4];
+                side_lanes(flow, pack, own, &xv, &yv, 0.5f * (float)j * inv_m, iters, v, col);
+                const v8f use = select8(col[3] > half, zero + (j == m ? 0.25f : 0.5f) * inv_m, zero);
+                for (int k = 0; k < 3; k++)
+                    sum[k] += (col[k] - here[k]) * use;
+            }
+            scatter_block(out, row, x0, m8, sum);
+        }
+    }
+}
+
 CLONES
 static void pack_flow_rows(const float *flow, float *flow4, float *speed, Py_ssize_t count, float slow)
 {
@@ -408,6 +440,32 @@ static PyObject *substeps(PyObject *self, PyObject *args)
         result = Py_NewRef(Py_None);
     }
     for (int k = 0; k < 7; k++)
+        PyBuffer_Release(&b[k]);
+    return result;
+}
+
+static PyObject *half_end(PyObject *self, PyObject *args)
+{
+    Py_buffer b[3];
+    int h, w, m, iters, y0 = 0, y1 = -1;
+    if (!PyArg_ParseTuple(args, "y*y*w*iiii|ii:half_end", &b[0], &b[1], &b[2], &h, &w, &m, &iters, &y0, &y1))
+        return NULL;
+    static const char *names[3] = {"flow4", "pack", "out"};
+    PyObject *result = NULL;
+    y1 = y1 < 0 ? h : y1;
+    int ok = h > 0 && w > 0 && m >= 1 && iters >= 0 && (Py_ssize_t)h * w < INT_MAX / 8 && 0 <= y0 && y0 <= y1 && y1 <= h;
+    if (!ok)
+        PyErr_SetString(PyExc_ValueError, "half_end: h, w, m must be positive (h w < 2^28), 0 <= y0 <= y1 <= h");
+    for (int k = 0; ok && k < 3; k++)
+        ok = check(&b[k], (Py_ssize_t)h * w * 4, names[k]);
+    if (ok) {
+        Img4 flow = {b[0].buf, w, h}, pack = {b[1].buf, w, h};
+        Py_BEGIN_ALLOW_THREADS
+        half_end_rows(&flow, &pack, b[2].buf, m, iters, y0, y1);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    for (int k = 0; k < 3; k++)
         PyBuffer_Release(&b[k]);
     return result;
 }
@@ -508,6 +566,11 @@ static PyMethodDef methods[] = {
      "input (sum of deltas plus n/2 (a + b), chg) and vel = the velocity of what it shows (x, y), divided\n"
      "by n. All float32, C-contiguous, h x w x (4, 4, 4, 4, 1, 4, 2). Only rows y0 .. y1 - 1 (default all)\n"
      "are written, so bands can run on threads: it runs without the GIL."},
+    {"half_end", half_end, METH_VARARGS,
+     "half_end(flow4, pack, out, h, w, m, iters[, y0, y1])\n\n"
+     "The correction of a half interval beyond a frame: out (r, g, b, 0) = the trapezoid over s = j / 2m\n"
+     "(j = 1 .. m) of the pack's colour moved on by s along flow4 (x, y, -, -; outward in time), where\n"
+     "its trust channel exceeds 1/2, less the colour where it is. All float32 h x w x 4; rows y0 .. y1."},
     {"smear", smear, METH_VARARGS,
      "smear(src, vel, chg, pack_a, pack_b, dst, h, w, d, n, last[, y0, y1])\n\n"
      "One smear stage: dst = the mean of src sampled at x - d vel and x + d vel. last: dst = (that / n\n"

@@ -226,7 +226,7 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
         ff = cv2.resize(ff, up, interpolation=cv2.INTER_LINEAR) * s
         fb = cv2.resize(fb, up, interpolation=cv2.INTER_LINEAR) * s
     xs = ys = work = None
-    if _kernel is None or before or after:
+    if _kernel is None:
         xs = np.tile(np.arange(cw, dtype=np.float32), (ch, 1))
         ys = np.tile(np.arange(ch, dtype=np.float32)[:, None], (1, cw))
     if _kernel is not None:
@@ -255,10 +255,12 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
     fix = IntervalFix(box, full, factor, conf)
     if before:      # the point at x at time a - s was at p in a, with p - s ff(p) = x
         fix.before = np.zeros_like(full)
-        fix.before[crop] = _half_end(a, xs, ys, _Side(a, -ff), cv2.multiply(ok_a, chg), factor)
+        fix.before[crop] = (_half_end(a, xs, ys, _Side(a, -ff), cv2.multiply(ok_a, chg), factor) if work is None
+                            else _half_end_fused(a, side_a.flow4, cv2.multiply(ok_a, chg), factor))
     if after:       # ... at time b + s at p in b, with p - s fb(p) = x
         fix.after = np.zeros_like(full)
-        fix.after[crop] = _half_end(b, xs, ys, _Side(b, -fb), cv2.multiply(ok_b, chg), factor)
+        fix.after[crop] = (_half_end(b, xs, ys, _Side(b, -fb), cv2.multiply(ok_b, chg), factor) if work is None
+                           else _half_end_fused(b, side_b.flow4, cv2.multiply(ok_b, chg), factor))
     return fix
 
 
@@ -433,6 +435,17 @@ def _half_end(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, side: _Side, ok: 
         for k in range(3):
             cv2.accumulateProduct(cv2.subtract(col[k], planes[k]), use, acc[k])
     return cv2.merge(acc)
+
+
+def _half_end_fused(img: np.ndarray, flow4: np.ndarray, ok: np.ndarray, factor: int) -> np.ndarray:
+    """``_half_end`` with the C kernel, from the frame's packed flow (``_Side.packed``; turned
+    outward in time here): the m sub-steps of the half interval in one pass over the crop."""
+    m = max(1, math.ceil(factor / 2))
+    h, w = ok.shape
+    out, pack = np.empty((h, w, 4), np.float32), np.empty((h, w, 4), np.float32)
+    pack[..., :3], pack[..., 3] = img, ok
+    _bands(_kernel.half_end, h, flow4 * np.float32([-1.0, -1.0, 1.0, 1.0]), pack, out, h, w, m, SOURCE_ITERS)
+    return out[..., :3]
 
 
 def _changing(grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:

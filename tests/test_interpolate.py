@@ -216,6 +216,8 @@ def test_kernel_checks_its_buffers():
         k.trust(f4, f4, f4, out, chg, h, w, 1.0)
     with pytest.raises(ValueError, match="speed"):
         k.pack_flow(vel, f4, vel, h, w, 0.5)
+    with pytest.raises(ValueError, match="out"):
+        k.half_end(f4, f4, vel, h, w, 3, 2)
 
 
 def test_kernel_on_several_threads_at_once():
