@@ -306,7 +306,7 @@ class _SubFrames:
     ``mode``: auto or a fixed factor. Corrections are summed per window in interval order (the
     result does not depend on which thread finished first) as soon as a few are done, so memory
     stays one frame-sized sum per window plus the crops in flight. ``finish`` waits for the rest
-    and returns what ``average_windows`` adds; ``stats[w]`` is then (largest factor, intervals
+    and returns what ``average_windows`` adds; ``stats(w)`` is then (largest factor, intervals
     corrected, mean confidence).
     """
 
