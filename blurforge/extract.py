@@ -362,17 +362,19 @@ class _SubFrames:
                     self._sum(w, box, fix.after)
 
     def _sum(self, w: int, box, delta: np.ndarray) -> None:
-        acc = self.sums.get(w)
-        if acc is None:
-            acc = self.sums[w] = np.zeros((self.full_hw[0], self.full_hw[1], 3), np.float32)
+        if w not in self.sums:
+            self.sums[w] = [np.zeros((self.full_hw[0], self.full_hw[1], 3), np.float32), box]
+        acc, seen = self.sums[w]
         acc[box[1]:box[3], box[0]:box[2]] += delta
+        self.sums[w][1] = (min(seen[0], box[0]), min(seen[1], box[1]), max(seen[2], box[2]), max(seen[3], box[3]))
 
     def finish(self) -> dict:
-        """Wait for the intervals still in flight; the corrections to add to each window's sum."""
+        """Wait for the intervals still in flight; the corrections to add to each window's sum (the
+        box around every interval's, not the whole picture)."""
         while self.pending:
             self._add(*self.pending.popleft())
         self.prev = self.crop = None
-        return {w: [(0, 0, self.full_hw[1], self.full_hw[0], acc)] for w, acc in self.sums.items()}
+        return {w: [(x0, y0, x1, y1, acc[y0:y1, x0:x1])] for w, (acc, (x0, y0, x1, y1)) in self.sums.items()}
 
     def cancel(self) -> None:
         for *_, job in self.pending:
