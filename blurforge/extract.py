@@ -28,7 +28,7 @@ from . import sharpness as sh
 from .averaging import average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
-from .interpolate import MAX_FACTOR, grow_box, interval_fix
+from .interpolate import MAX_FACTOR, grow_box, interval_fix, merge_boxes
 from .motion import FlowMeter, centroid, flow_gap, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
@@ -315,17 +315,19 @@ class _SubFrames:
         self.pool, self.in_flight, self.c, self.H, self.gains, self.curve = pool, in_flight, c, H, gains, curve
         self.mode, self.windows, self.full_hw = mode, windows, full_hw
         self.sums: dict = {}
-        self.found: dict = {w: [] for w in windows}
+        self.found: dict = {w: {} for w in windows}      # w: {t: [(factor, confidence) of each box]}
         self.pending: collections.deque = collections.deque()
-        self.prev = self.crop = None
+        self.prev, self.crops = None, {}
         self.first = {c - half_span(w) + 1 for w in windows if w % 2}   # odd windows' end half intervals
         self.last = {c + half_span(w) for w in windows if w % 2}
         self.boxes = {}
         for t in range(c - H + 1, c + H + 1):
             st = steps[t]
-            where = st.sub_box if mode == "auto" else st.box      # auto: only what needs sub-frames (SUBSTEP_PX)
-            if where is not None and st.speed > ghost_px:
-                self.boxes[t] = (grow_box(where, scale, st.speed + 8, full_hw[1], full_hw[0]), st.speed)
+            # auto: only the parts that need sub-frames (SUBSTEP_PX), each with its own factor
+            parts = st.sub_boxes if mode == "auto" else (st.box,) if st.box is not None else ()
+            if parts and st.speed > ghost_px:
+                grown = [grow_box(p, scale, st.speed + 8, full_hw[1], full_hw[0]) for p in parts]
+                self.boxes[t] = (merge_boxes(grown), st.speed)
 
     def frame(self, i: int, rgb: np.ndarray) -> None:
         """Frame c-H+i, decoded to RGB (uint8, or uint16 for deep sources): start the interval
@@ -334,18 +336,20 @@ class _SubFrames:
         t = self.c - self.H + i
         if t not in self.boxes or prev is None:
             return
-        box, speed = self.boxes[t]
-        # frame b of one interval is frame a of the next: its crop is kept while the box stays
-        a = self.crop[1] if self.crop and self.crop[0] == (i - 1, box) else _linear_crop(prev, self.gains[i - 1],
-                                                                                        self.curve, box)
-        b = _linear_crop(rgb, self.gains[i], self.curve, box)
-        self.crop = ((i, box), b)
-        job = self.pool.submit(interval_fix, a, b, box, None if self.mode == "auto" else int(self.mode),
-                               before=t in self.first, after=t in self.last, reach=speed,
-                               picture_height=self.full_hw[0])
-        self.pending.append((t, box, job))
-        while len(self.pending) > self.in_flight:
-            self._add(*self.pending.popleft())
+        boxes, speed = self.boxes[t]
+        kept = self.crops.get(i - 1, {})
+        crops = {}
+        for box in boxes:
+            # frame b of one interval is frame a of the next: its crop is kept while the box stays
+            a = kept[box] if box in kept else _linear_crop(prev, self.gains[i - 1], self.curve, box)
+            b = crops[box] = _linear_crop(rgb, self.gains[i], self.curve, box)
+            job = self.pool.submit(interval_fix, a, b, box, None if self.mode == "auto" else int(self.mode),
+                                   before=t in self.first, after=t in self.last, reach=speed,
+                                   picture_height=self.full_hw[0])
+            self.pending.append((t, box, job))
+            while len(self.pending) > self.in_flight:
+                self._add(*self.pending.popleft())
+        self.crops = {i: crops}
 
     def _add(self, t: int, box, job) -> None:
         fix = job.result()
@@ -355,7 +359,7 @@ class _SubFrames:
             h = half_span(w)
             if self.c - h + 1 <= t <= self.c + h:
                 self._sum(w, box, fix.delta)
-                self.found[w].append((fix.factor, fix.confidence))
+                self.found[w].setdefault(t, []).append((fix.factor, fix.confidence))
                 if w % 2 and t == self.c - h + 1:
                     self._sum(w, box, fix.before)
                 if w % 2 and t == self.c + h:
@@ -373,7 +377,7 @@ class _SubFrames:
         box around every interval's, not the whole picture)."""
         while self.pending:
             self._add(*self.pending.popleft())
-        self.prev = self.crop = None
+        self.prev, self.crops = None, {}
         return {w: [(x0, y0, x1, y1, acc[y0:y1, x0:x1])] for w, (acc, (x0, y0, x1, y1)) in self.sums.items()}
 
     def cancel(self) -> None:
@@ -385,7 +389,8 @@ class _SubFrames:
         found = self.found[w]
         if not found:
             return 1, 0, 1.0
-        return max(k for k, _ in found), len(found), float(np.mean([q for _, q in found]))
+        return (max(k for boxes in found.values() for k, _ in boxes), len(found),
+                float(np.mean([np.mean([q for _, q in boxes]) for boxes in found.values()])))
 
 
 def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, warn=None,

@@ -143,6 +143,29 @@ def grow_box(box, scale: float, pad: float, width: int, height: int) -> tuple[in
             min(width, int(math.ceil((x + w) * scale + pad))), min(height, int(math.ceil((y + h) * scale + pad))))
 
 
+def merge_boxes(boxes, most: int = 8) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) with those that overlap or touch merged, until none does (more than
+    ``most`` left: their union), so that no pixel is corrected twice."""
+    boxes = [tuple(b) for b in boxes]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    if len(boxes) > most:
+        boxes = [(min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                  max(b[3] for b in boxes))]
+    return sorted(boxes)
+
+
 def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """DIS flow (medium preset, without its variational refinement) from ``a`` to ``b``.
 

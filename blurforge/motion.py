@@ -267,7 +267,7 @@ class Step(NamedTuple):
     speed: float                                  # full-res px/frame reached by MOVING_SHARE of the picture
     share: float                                  # share of the picture moving more than 1 px/frame
     box: tuple[int, int, int, int] | None         # x, y, w, h (small px) of what moves more than 1 px/frame
-    sub_box: tuple[int, int, int, int] | None = None   # ... more than SUBSTEP_PX: what needs sub-frames
+    sub_boxes: tuple = ()     # boxes (x, y, w, h) of the connected parts moving more than SUBSTEP_PX
 
 
 class FlowMeter:
@@ -311,9 +311,10 @@ class FlowMeter:
 
         ``camera``: 2x3, prev px -> cur px (small frames). Returns the speed that at least
         MOVING_SHARE of the picture reaches, the share moving more than 1 px per frame, and the
-        bounding boxes of what does and of what moves more than SUBSTEP_PX (small-frame px, or
-        None): a camera shaking a little over a pixel per frame moves the whole picture past 1 px
-        but needs no sub-frames, while an object crossing it does.
+        bounding box of what does (small-frame px, or None), and the boxes of the connected parts
+        that move more than SUBSTEP_PX: a camera shaking a little over a pixel per frame moves the
+        whole picture past 1 px but needs no sub-frames, while an object crossing it does; and an
+        object and a corner that the camera's roll moves fast get sub-frames of their own.
         """
         prev, cur = np.asarray(prev, np.uint8), np.asarray(cur, np.uint8)
         h, w = prev.shape
@@ -342,8 +343,12 @@ class FlowMeter:
         fast = speed > 1.0
         share = float(np.count_nonzero(fast)) / flat.size
         box = cv2.boundingRect(fast.view(np.uint8)) if share else None
-        sub = speed > SUBSTEP_PX
-        return Step(top, share, box, cv2.boundingRect(sub.view(np.uint8)) if sub.any() else None)
+        sub = (speed > SUBSTEP_PX).view(np.uint8)
+        parts = ()
+        if sub.any():
+            n, _, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
+            parts = tuple(tuple(int(v) for v in stats[k, :4]) for k in range(1, n))
+        return Step(top, share, box, parts)
 
 
 def window_motion(steps: list[Step]) -> tuple[float, float]:

@@ -9,7 +9,7 @@ from conftest import psnr
 
 from blurforge.errors import BlurforgeError
 from blurforge.extract import ExtractOptions, extract_clip, parse_interpolate
-from blurforge.interpolate import SUBSTEP_PX, _percentile99, _stages, factor_for, flow_scale, interval_fix
+from blurforge.interpolate import SUBSTEP_PX, _percentile99, _stages, factor_for, flow_scale, interval_fix, merge_boxes
 from blurforge.synth import SynthConfig, render_exposure, swept_mask, synthesize
 
 
@@ -247,3 +247,11 @@ def test_percentile_from_one_partition_is_numpys():
     for n in (16, 17, 101, 4999, 60000):
         v = rng.gamma(2.0, 5.0, n).astype(np.float32)
         assert _percentile99(v.copy()) == pytest.approx(float(np.percentile(v, 99)), rel=1e-6)
+
+
+def test_boxes_that_overlap_or_touch_are_merged():
+    assert merge_boxes([(0, 0, 10, 10), (20, 20, 30, 30)]) == [(0, 0, 10, 10), (20, 20, 30, 30)]
+    assert merge_boxes([(0, 0, 10, 10), (10, 5, 30, 8)]) == [(0, 0, 30, 10)]
+    # a chain: the third joins the first only through the second
+    assert merge_boxes([(0, 0, 10, 10), (40, 0, 50, 10), (9, 0, 41, 2)]) == [(0, 0, 50, 10)]
+    assert merge_boxes([(3 * k, 0, 3 * k + 1, 1) for k in range(10)], most=4) == [(0, 0, 28, 1)]

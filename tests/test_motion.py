@@ -2,6 +2,7 @@
 import cv2
 import numpy as np
 
+from blurforge.interpolate import merge_boxes
 from blurforge.motion import FlowMeter, centroid, to_full, track_window, window_motion
 
 
@@ -51,6 +52,12 @@ def test_centroid_is_the_weighted_mean_warp_and_scales_to_full_resolution():
     np.testing.assert_allclose(c[:2, :2], np.eye(2), atol=1e-12)
 
 
+def _union(boxes):
+    """(x, y, w, h) boxes -> the (x, y, w, h) box around them all."""
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    return x0, y0, max(b[0] + b[2] for b in boxes) - x0, max(b[1] + b[3] for b in boxes) - y0
+
+
 def test_flow_finds_a_fast_patch_on_a_still_background():
     """A textured square moving 5 small px (x4 = 20 full px) over a still background: the motion is
     the square's, the moving share about its area; the camera part alone is exact."""
@@ -71,12 +78,17 @@ def test_flow_finds_a_fast_patch_on_a_still_background():
     moved = cv2.warpAffine(bg, pan, (bg.shape[1], bg.shape[0]), borderMode=cv2.BORDER_REFLECT)
     cam = meter.step(bg.astype(np.uint8), moved.astype(np.uint8), pan, 4.0)
     assert abs(cam.speed - 2.0) < 0.05 and cam.share > 0.95
-    assert cam.sub_box == (0, 0, bg.shape[1], bg.shape[0])        # 2 px/frame: all of it needs sub-frames
-    assert step.sub_box == step.box and still.sub_box is None
+    assert cam.sub_boxes == ((0, 0, bg.shape[1], bg.shape[0]),)   # 2 px/frame: all of it needs sub-frames
+    assert _union(step.sub_boxes) == step.box and still.sub_boxes == ()
     shake = np.float32([[1, 0, 0.3], [0, 1, 0]])      # 1.2 full px: past 1 px/frame, under SUBSTEP_PX
     shaken = cv2.warpAffine(bg, shake, (bg.shape[1], bg.shape[0]), borderMode=cv2.BORDER_REFLECT)
     small = meter.step(bg.astype(np.uint8), shaken.astype(np.uint8), shake, 4.0)
-    assert small.share > 0.95 and small.sub_box is None, small
+    assert small.share > 0.95 and small.sub_boxes == (), small
+    two = cur.copy()                                    # a second patch, far from the first: a part of its own
+    two[10:40, 150:190] = bg[10:40, 140:180]
+    both = meter.step(prev.astype(np.uint8), two.astype(np.uint8), np.eye(2, 3), 4.0)
+    grown = [(x - 6, y - 6, x + w + 6, y + h + 6) for x, y, w, h in both.sub_boxes]   # as extract pads them
+    assert len(merge_boxes(grown)) == 2, both
     assert window_motion([still, step, step, still]) == (step.speed, step.share)
 
 
