@@ -248,10 +248,7 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
         up, s = (cw, ch), np.float32(cw / ga.shape[1])
         ff = cv2.resize(ff, up, interpolation=cv2.INTER_LINEAR) * s
         fb = cv2.resize(fb, up, interpolation=cv2.INTER_LINEAR) * s
-    xs = ys = work = None
-    if _kernel is None:
-        xs = np.tile(np.arange(cw, dtype=np.float32), (ch, 1))
-        ys = np.tile(np.arange(ch, dtype=np.float32)[:, None], (1, cw))
+    xs = ys = work = None       # the pixel grid only for the OpenCV path; the kernel's arrays for the kernel
     if _kernel is not None:
         work = _work(ch, cw)
         side_a = _Side.packed(a, ff, work["flow4_a"], work["speed_a"])
@@ -259,6 +256,8 @@ def interval_fix(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], f
         ok_a = side_a.trust_packed(side_b, work["pack_a"], work["ok_a"], work["img"])
         ok_b = side_b.trust_packed(side_a, work["pack_b"], work["ok_b"], work["img"])
     else:
+        xs = np.tile(np.arange(cw, dtype=np.float32), (ch, 1))
+        ys = np.tile(np.arange(ch, dtype=np.float32)[:, None], (1, cw))
         side_a, side_b = _Side(a, ff), _Side(b, fb)
         ok_a, ok_b = side_a.trust(xs, ys, side_b), side_b.trust(xs, ys, side_a)
     if not factor:      # enough sub-steps for what moves here, by this interval's own (finer) flow
