@@ -117,12 +117,17 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     started = [False] * len(edges)
     group: list = []    # consecutive 8-bit frames of one band, added in one pass (add_linear)
 
+    def strip(frame):
+        """The float band of rows the OpenCV and 16-bit paths work in, kept in ``buffers``."""
+        tmp = buffers.get("strip")
+        if tmp is None or tmp.shape[1:] != frame.shape[1:]:
+            tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + frame.shape[1:], np.float32)
+        return tmp
+
     def add_group():
         k = group[0][0]
-        tmp = buffers.get("strip")
-        if tmp is None or tmp.shape[1:] != group[0][1].shape[1:]:
-            tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + group[0][1].shape[1:], np.float32)
-        add_linear(buffers[k], [f for _, f, _ in group], [lut for _, _, lut in group], tmp, start=not started[k])
+        add_linear(buffers[k], [f for _, f, _ in group], [lut for _, _, lut in group], strip(group[0][1]),
+                   start=not started[k])
         started[k] = True
         group.clear()
 
@@ -134,10 +139,7 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
             acc = buffers[k] = np.empty(frame.shape, np.float32)
         lut = lut32 / np.float32(gains[t])
         if deep:
-            tmp = buffers.get("strip")
-            if tmp is None or tmp.shape[1:] != frame.shape[1:]:
-                tmp = buffers["strip"] = np.empty((STRIP_ROWS,) + frame.shape[1:], np.float32)
-            add_linear16(acc, frame, lut, tmp, start=not started[k])
+            add_linear16(acc, frame, lut, strip(frame), start=not started[k])
             started[k] = True
         else:
             if group and (group[0][0] != k or len(group) == GROUP):
