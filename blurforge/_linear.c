@@ -4,7 +4,9 @@
  * frame into the accumulator; here both are one pass, and on AVX2 machines the compiler turns
  * the table loads into vector gathers (gcc target_clones picks the variant at load time).
  * At 1080p the pass is bound by memory: the float accumulator is 4x the frame, read and written
- * for every frame. accumulate_many adds up to MAX_FRAMES frames in one pass over it.
+ * for every frame. accumulate_many, which blurforge.averaging uses, adds up to MAX_FRAMES frames in
+ * one pass over it; accumulate (one frame) stays for the trees before it that bench/extract.py
+ * --baseline runs with this build's kernel.
  * blurforge.averaging falls back to OpenCV when this module was not built.
  */
 #define PY_SSIZE_T_CLEAN
