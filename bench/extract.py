@@ -115,7 +115,7 @@ def ffmpeg_null_fps(clip: Path, frames: int) -> float:
 
 
 def export_revision(rev: str, dest: Path) -> Path:
-    """``blurforge`` as of git revision ``rev`` in ``dest``, plus the working tree's compiled kernel."""
+    """``blurforge`` as of git revision ``rev`` in ``dest``, plus the working tree's compiled kernels."""
     try:
         sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -125,7 +125,7 @@ def export_revision(rev: str, dest: Path) -> Path:
         sys.exit(f"--baseline {rev}: {(e.stderr or b'').strip() if isinstance(e.stderr, bytes) else e.stderr}")
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
-    for so in (ROOT / "blurforge").glob("_linear*.so"):
+    for so in [*(ROOT / "blurforge").glob("_linear*.so"), *(ROOT / "blurforge").glob("_subframe*.so")]:
         shutil.copy2(so, dest / "blurforge" / so.name)
     return dest
 
