@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 
@@ -52,6 +53,45 @@ def atomic_path(path: str | os.PathLike, tmp: str | os.PathLike | None = None):
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+class Writeback:
+    """Moves a file's written pages to disk while the file is still being written (``poke`` after
+    each large write), on a thread of its own, so the fsync that ``atomic_path`` does at the end
+    finds little left and the writer does not sit idle on the disk (a 1080p shard: 0.38 s of the
+    extract's end waiting on fsync without it). Best effort: errors are left to that final fsync."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._wake, self._stop = threading.Event(), False
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            self._fd = None
+            return
+        self._thread = threading.Thread(target=self._run, name="writeback", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
+
+    def poke(self):
+        self._wake.set()
+
+    def stop(self):
+        """Wait for a flush in progress and let go of the file."""
+        if self._fd is None:
+            return
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+        os.close(self._fd)
+        self._fd = None
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> Path:

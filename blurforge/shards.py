@@ -20,12 +20,13 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path, tmp_path_for
+from .atomic import Writeback, atomic_path, tmp_path_for
 from .errors import BlurforgeError
 
 FORMAT_NAME = "blurforge-shard"
 FORMAT_VERSION = 1
 TILE = 256
+META_ROWS = 16  # per-pair rows (center, meta) held and appended to their datasets this many at a time
 IMAGE_GROUPS = ("blur", "aligned")
 # align/<W>/<name>: dtype and per-pair shape, as `blurforge align` writes them
 ALIGN_FIELDS = {"warp": (np.float64, (3, 3)), "gain": (np.float32, (3,)), "score": (np.float32, ()),
@@ -119,7 +120,9 @@ class ShardWriter:
         self.labels = [str(lab) for lab in labels]
         self.n = 0
         self._hashes: dict[str, hashlib._Hash] = {}
-        self.f = None
+        self._rows: dict[str, list] = {}   # (pair, row) not yet in the file, by dataset
+        self._kinds: dict[str, tuple] = {}  # each per-pair dataset's row dtype and shape
+        self.f, self._writeback = None, None
         try:
             ensure_room(self.tmp.parent)
             self.f = h5py.File(self.tmp, "w")
@@ -142,6 +145,7 @@ class ShardWriter:
             f.create_dataset(name, shape=shape, maxshape=maxshape, dtype=self.dtype, chunks=chunks)
             self._hashes[name] = hashlib.sha256()
         f.create_dataset("center", shape=(0,), maxshape=(None,), dtype=np.int64)
+        self._writeback = Writeback(self.tmp)
 
     def __enter__(self):
         return self
@@ -162,14 +166,41 @@ class ShardWriter:
         ds.resize(self.n + 1, axis=0)
         ds[self.n] = value
 
+    def _flush_rows(self):
+        """Append the held per-pair rows to their datasets, one resize and one write each (a small
+        HDF5 append costs about as much as a hundred rows). A dataset is as long as the last pair
+        that had its row; pairs without one read 0."""
+        for name, rows in self._rows.items():
+            if not rows:
+                continue
+            first, last = rows[0][0], rows[-1][0]
+            block = np.stack([v for _, v in rows])
+            if name not in self.f:
+                self.f.create_dataset(name, shape=(0,) + block.shape[1:], maxshape=(None,) + block.shape[1:],
+                                      dtype=block.dtype)
+            ds = self.f[name]
+            ds.resize(last + 1, axis=0)
+            if last - first + 1 == len(rows):
+                ds[first:last + 1] = block
+            else:
+                for (i, _), row in zip(rows, block):
+                    ds[i] = row
+            rows.clear()
+
     def _fail(self, e: OSError):
         """Drop the temporary file and raise the one-line ShardError for a write that failed."""
+        self._stop_writeback()
         drop_unfinished(self.f, self.tmp)
         why = "No space left on device" if no_space(e) else (e.strerror or str(e))
         raise ShardError(" ".join(f"cannot write {self.path}: {why}".split())) from None
 
     def add(self, sharp: np.ndarray, blurs: dict, center: int = -1, meta: dict | None = None):
         images = {"sharp": sharp, **{f"blur/{lab}": blurs[lab] for lab in self.labels}}
+        rows = {"center": np.asarray(center, np.int64), **{k: np.asarray(v) for k, v in (meta or {}).items()}}
+        for name, value in rows.items():
+            kind = self._kinds.setdefault(name, (value.dtype, value.shape))
+            if kind != (value.dtype, value.shape):
+                raise ShardError(f"{name}: expected {kind[0]} {kind[1]} per pair, got {value.dtype} {value.shape}")
         try:  # twice the pixels: room for the chunks and their index, besides the reserve
             ensure_room(self.tmp.parent, 2 * sum(np.asarray(img).nbytes for img in images.values()))
         except OSError as e:
@@ -181,13 +212,27 @@ class ShardWriter:
             img = np.ascontiguousarray(img)
             self._append(name, img)
             self._hashes[name].update(memoryview(img).cast("B"))     # the array's bytes, not a copy
-        self._append("center", center, np.int64)
-        for name, value in (meta or {}).items():
-            self._append(name, value)
+        for name, value in rows.items():
+            self._rows.setdefault(name, []).append((self.n, value))
         self.n += 1
+        try:
+            if self.n % META_ROWS == 0:
+                self._flush_rows()
+        except OSError as e:
+            self._fail(e)
+        self._writeback.poke()
+
+    def _stop_writeback(self):
+        if self._writeback is not None:
+            self._writeback.stop()
 
     def close(self) -> Path:
         """Finish the file (pair count, checksums, ``complete``) and move it into place atomically."""
+        try:
+            self._flush_rows()
+        except OSError as e:
+            self._fail(e)
+        self._stop_writeback()
         with atomic_path(self.path, self.tmp):
             f = self.f
             f.attrs["num_pairs"] = self.n
@@ -199,6 +244,7 @@ class ShardWriter:
 
     def abort(self):
         """Drop the unfinished file; nothing appears under the final name."""
+        self._stop_writeback()
         drop_unfinished(self.f, self.tmp)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import h5py
 import numpy as np
@@ -71,6 +72,47 @@ def test_writer_error_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ShardError, match="cannot write"):
         ShardWriter(tmp_path / "missing" / "x.h5", 8, 8, ["3"])
+
+
+def test_per_pair_rows_are_written_in_blocks_and_keep_their_pairs(tmp_path, monkeypatch):
+    """Rows are held and appended META_ROWS at a time: every pair's row lands at its own index,
+    across blocks, for a dataset that starts late (earlier pairs read 0) or stops early."""
+    monkeypatch.setattr("blurforge.shards.META_ROWS", 4)
+    img = np.zeros((8, 8, 3), np.uint8)
+    with ShardWriter(tmp_path / "m.h5", 8, 8, ["3"]) as wr:
+        for i in range(11):
+            meta = {"meta/x": np.float32(i), "meta/v": np.full(2, i, np.int32)}
+            if i >= 3:
+                meta["meta/late"] = np.int64(10 * i)
+            if i < 6:
+                meta["meta/early"] = np.float32(-i)
+            wr.add(img, {"3": img}, center=100 + i, meta=meta)
+        with pytest.raises(ShardError, match=r"meta/x: expected float32 \(\) per pair, got float64"):
+            wr.add(img, {"3": img}, center=0, meta={"meta/x": np.float64(1)})
+    with open_shard(tmp_path / "m.h5") as f:
+        assert int(f.attrs["num_pairs"]) == 11 and list(f["center"]) == list(range(100, 111))
+        assert list(f["meta/x"]) == list(range(11)) and f["meta/v"].shape == (11, 2)
+        assert list(f["meta/v"][:, 1]) == list(range(11))
+        assert list(f["meta/late"]) == [0, 0, 0] + [10 * i for i in range(3, 11)]
+        assert list(f["meta/early"]) == [-i for i in range(6)]
+        assert len(f["sharp"]) == 11
+
+
+def test_writeback_flushes_while_writing_and_lets_go(tmp_path, monkeypatch):
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    wb = atomic.Writeback(path)
+    wb.poke()
+    for _ in range(200):
+        if synced:
+            break
+        threading.Event().wait(0.01)
+    wb.stop()
+    assert synced and not wb._thread.is_alive() and wb._fd is None
+    atomic.Writeback(tmp_path / "missing").stop()  # a file that cannot be opened: nothing to do
 
 
 def test_label_source_aligned_beats_blur_ok_flags_and_margins(tmp_path):
