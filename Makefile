@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml setup.py blurforge/_linear.c blurforge/_subframe.c constraints.txt
+$(STAMP): pyproject.toml setup.py blurforge/_linear.c blurforge/_subframe.c blurforge/_tenengrad.c constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'

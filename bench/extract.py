@@ -125,7 +125,7 @@ def export_revision(rev: str, dest: Path) -> Path:
         sys.exit(f"--baseline {rev}: {(e.stderr or b'').strip() if isinstance(e.stderr, bytes) else e.stderr}")
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
-    for so in [*(ROOT / "blurforge").glob("_linear*.so"), *(ROOT / "blurforge").glob("_subframe*.so")]:
+    for so in [p for k in ("_linear", "_subframe", "_tenengrad") for p in (ROOT / "blurforge").glob(f"{k}*.so")]:
         shutil.copy2(so, dest / "blurforge" / so.name)
     return dest
 

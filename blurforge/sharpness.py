@@ -7,6 +7,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+try:  # the optional C kernel (setup.py): the same sums without OpenCV's two gradient images
+    from ._tenengrad import sums as _sums
+except ImportError:  # pragma: no cover - depends on the build
+    _sums = None
+
 
 def _halve(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (max(8, img.shape[1] // 2), max(8, img.shape[0] // 2)),
@@ -23,15 +28,20 @@ def grey_pyramid(half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return half, motion, _halve(motion).astype(np.float32)
 
 
-def tenengrad(grey: np.ndarray, black: float = 0.0) -> float:
+def tenengrad(grey: np.ndarray, black: float = 0.0, fused: bool = True) -> float:
     """Mean squared Sobel gradient, divided by the squared mean level so flicker does not move it.
 
     ``black``: the code of black (16 for video-range luma); the ratio does not depend on the
-    range's scale, so video-range luma needs no conversion first.
+    range's scale, so video-range luma needs no conversion first. ``fused=False`` uses OpenCV even
+    where the C kernel is built (the kernel's sums are exact integers; OpenCV's norm may round its last bit).
     """
-    gx, gy = cv2.spatialGradient(grey)  # 3x3 Sobel x and y in one pass
-    energy = (cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR)) / grey.size
-    level = cv2.mean(grey)[0] - black + 1.0
+    if fused and _sums is not None and grey.flags.c_contiguous:
+        energy, total = _sums(grey)
+        energy, level = energy / grey.size, total * (1.0 / grey.size) - black + 1.0   # as cv2.mean
+    else:
+        gx, gy = cv2.spatialGradient(grey)  # 3x3 Sobel x and y in one pass
+        energy = (cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR)) / grey.size
+        level = cv2.mean(grey)[0] - black + 1.0
     return energy / (level * level)
 
 

@@ -1,5 +1,6 @@
 import cv2
 import numpy as np
+import pytest
 
 from blurforge import sharpness as sh
 
@@ -47,3 +48,33 @@ def test_tenengrad_of_video_range_luma_needs_no_conversion():
     video = np.rint(16 + full.astype(float) * 219 / 255).astype(np.uint8)
     assert abs(sh.tenengrad(video, black=16) / sh.tenengrad(full) - 1) < 0.02
     assert abs(sh.tenengrad(video) / sh.tenengrad(full) - 1) > 0.05  # without the black level it is off
+
+
+def _sobel_energy_truth(g):
+    """Sum of squared 3x3 Sobel gradients with reflect-101 borders, in int64 numpy."""
+    p = np.pad(g.astype(np.int64), 1, mode="reflect") if min(g.shape) > 1 else np.pad(g.astype(np.int64), 1,
+                                                                                       mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    return int((gx * gx).sum() + (gy * gy).sum())
+
+
+def test_tenengrad_kernel_sums_are_exact_and_match_opencv():
+    """The C kernel's sums equal an int64 numpy Sobel (reflect-101 borders) exactly, at the extremes
+    too (a 0/255 checkerboard: the largest gradients; rows wider than its 1024-pixel blocks; more
+    than 2^20 pixels of 255), and tenengrad agrees with the OpenCV path to the last bits."""
+    if sh._sums is None:
+        pytest.skip("blurforge._tenengrad not built")
+    rng = np.random.default_rng(3)
+    for h, w in [(1, 1), (1, 9), (2, 2), (3, 5), (9, 13), (67, 120), (270, 2100), (1100, 1000)]:
+        checker = (np.indices((h, w)).sum(0) % 2 * 255).astype(np.uint8)
+        for g in (rng.integers(0, 256, (h, w), dtype=np.uint8), checker, np.full((h, w), 255, np.uint8)):
+            energy, total = sh._sums(g)
+            assert total == int(g.astype(np.int64).sum())
+            if min(h, w) > 1:
+                assert energy == _sobel_energy_truth(g), (h, w)
+            assert sh.tenengrad(g, 16.0) == pytest.approx(sh.tenengrad(g, 16.0, fused=False), rel=1e-12, abs=1e-12)
+    with pytest.raises(ValueError, match="2-D uint8"):
+        sh._sums(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="2-D uint8"):
+        sh._sums(np.zeros((4, 4), np.uint16))
