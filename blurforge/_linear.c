@@ -7,6 +7,9 @@
  * for every frame. accumulate_many, which blurforge.averaging uses, adds up to MAX_FRAMES frames in
  * one pass over it; accumulate (one frame) stays for the trees before it that bench/extract.py
  * --baseline runs with this build's kernel.
+ * accumulate_yuv does the same from decoded 8-bit YUV 4:2:0 frames: each band of rows is made RGB
+ * by swscale (PyAV's own copy, called through the pointer blurforge.video.SwsBands passes) into a
+ * small buffer and added while it is in cache, so the RGB frame never goes through memory.
  * blurforge.averaging falls back to OpenCV when this module was not built.
  */
 #define PY_SSIZE_T_CLEAN
@@ -100,6 +103,167 @@ done:
     return result;
 }
 
+/* swscale's sws_scale: slices of the source, whole-picture destination pointers */
+typedef int (*sws_scale_fn)(void *, const uint8_t *const[], const int[], int, int, uint8_t *const[], const int[]);
+
+typedef struct {
+    void *ctx;
+    const uint8_t *plane[3];
+    int stride[3];
+    int chroma_shift;   /* log2 of the vertical chroma subsampling */
+} Source;
+
+/* Rows [y0, y0 + rows) of one frame through swscale into out (rows of out_stride bytes): the
+ * destination pointer is moved up by y0 rows, as swscale writes a slice at its own rows. */
+static int scale_band(sws_scale_fn fn, const Source *s, int y0, int rows, uint8_t *out, int out_stride)
+{
+    const uint8_t *src[4] = {s->plane[0] + (Py_ssize_t)y0 * s->stride[0],
+                             s->plane[1] + (Py_ssize_t)(y0 >> s->chroma_shift) * s->stride[1],
+                             s->plane[2] + (Py_ssize_t)(y0 >> s->chroma_shift) * s->stride[2], NULL};
+    int src_stride[4] = {s->stride[0], s->stride[1], s->stride[2], 0};
+    uint8_t *dst[4] = {out - (Py_ssize_t)y0 * out_stride, NULL, NULL, NULL};
+    int dst_stride[4] = {out_stride, 0, 0, 0};
+    return fn(s->ctx, src, src_stride, y0, rows, dst, dst_stride);
+}
+
+static int parse_sources(PyObject *seq, Source *out, int most)
+{
+    PyObject *f = PySequence_Fast(seq, "sources must be a sequence");
+    if (f == NULL)
+        return -1;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(f);
+    if (k < 1 || k > most) {
+        PyErr_Format(PyExc_ValueError, "1 to %d sources", most);
+        Py_DECREF(f);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        unsigned long long ctx, p0, p1, p2;
+        Source *s = &out[i];
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(f, i), "KKKKiiii;a source is (ctx, plane0..2, stride0..2, "
+                              "chroma_shift)", &ctx, &p0, &p1, &p2, &s->stride[0], &s->stride[1], &s->stride[2],
+                              &s->chroma_shift)) {
+            Py_DECREF(f);
+            return -1;
+        }
+        if (!ctx || !p0 || !p1 || !p2 || s->chroma_shift < 0 || s->chroma_shift > 1) {
+            PyErr_SetString(PyExc_ValueError, "a source needs a context, three planes and a chroma shift of 0 or 1");
+            Py_DECREF(f);
+            return -1;
+        }
+        s->ctx = (void *)(uintptr_t)ctx;
+        s->plane[0] = (const uint8_t *)(uintptr_t)p0, s->plane[1] = (const uint8_t *)(uintptr_t)p1;
+        s->plane[2] = (const uint8_t *)(uintptr_t)p2;
+    }
+    Py_DECREF(f);
+    return (int)k;
+}
+
+static PyObject *accumulate_yuv(PyObject *self, PyObject *args)
+{
+    Py_buffer acc, luts[MAX_FRAMES];
+    PyObject *sseq, *lseq, *result = NULL, *lf = NULL;
+    unsigned long long fnp;
+    int start, height, width, band, nl = 0;
+    Source src[MAX_FRAMES];
+    uint8_t *bands = NULL;
+    if (!PyArg_ParseTuple(args, "w*OOpKiii:accumulate_yuv", &acc, &sseq, &lseq, &start, &fnp, &height, &width, &band))
+        return NULL;
+    int k = parse_sources(sseq, src, MAX_FRAMES);
+    if (k < 0)
+        goto done;
+    lf = PySequence_Fast(lseq, "luts must be a sequence");
+    if (lf == NULL)
+        goto done;
+    if (PySequence_Fast_GET_SIZE(lf) != k) {
+        PyErr_SetString(PyExc_ValueError, "accumulate_yuv: one lut per source");
+        goto done;
+    }
+    for (; nl < k; nl++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(lf, nl), &luts[nl], PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        if (luts[nl].len != 256 * (Py_ssize_t)sizeof(float)) {
+            nl++;
+            PyErr_SetString(PyExc_ValueError, "accumulate_yuv: 256 float32 per lut");
+            goto done;
+        }
+    }
+    if (!fnp || height < 2 || width < 2 || band < 2 || band % 2 || !PyBuffer_IsContiguous(&acc, 'C') ||
+        acc.len != (Py_ssize_t)height * width * 3 * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "accumulate_yuv: a C-contiguous float32 acc of height x width x 3, an even "
+                                          "band and a sws_scale pointer");
+        goto done;
+    }
+    Py_ssize_t row = (Py_ssize_t)width * 3;
+    bands = PyMem_Malloc((size_t)k * band * row);
+    if (bands == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *x[MAX_FRAMES];
+    const float *l[MAX_FRAMES];
+    for (int i = 0; i < k; i++)
+        x[i] = bands + (Py_ssize_t)i * band * row, l[i] = (const float *)luts[i].buf;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int y0 = 0; y0 < height && !failed; y0 += band) {
+        int rows = height - y0 < band ? height - y0 : band;
+        for (int i = 0; i < k; i++)
+            if (scale_band((sws_scale_fn)(uintptr_t)fnp, &src[i], y0, rows, (uint8_t *)x[i], (int)row) != rows)
+                failed = 1;
+        if (!failed)
+            add_luts((float *)acc.buf + y0 * row, x, l, k, start, rows * row);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed)
+        PyErr_SetString(PyExc_RuntimeError, "accumulate_yuv: swscale did not convert a band");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(bands);
+    for (int i = 0; i < nl; i++)
+        PyBuffer_Release(&luts[i]);
+    Py_XDECREF(lf);
+    PyBuffer_Release(&acc);
+    return result;
+}
+
+static PyObject *convert_yuv(PyObject *self, PyObject *args)
+{
+    Py_buffer out;
+    PyObject *one;
+    unsigned long long fnp;
+    int height, width, band;
+    Source src;
+    if (!PyArg_ParseTuple(args, "w*OKiii:convert_yuv", &out, &one, &fnp, &height, &width, &band))
+        return NULL;
+    PyObject *result = NULL, *seq = PyTuple_Pack(1, one);
+    if (seq == NULL || parse_sources(seq, &src, 1) < 0)
+        goto done;
+    if (!fnp || height < 2 || width < 2 || band < 2 || band % 2 || !PyBuffer_IsContiguous(&out, 'C') ||
+        out.len != (Py_ssize_t)height * width * 3) {
+        PyErr_SetString(PyExc_ValueError, "convert_yuv: a C-contiguous uint8 out of height x width x 3, an even band "
+                                          "and a sws_scale pointer");
+        goto done;
+    }
+    int failed = 0, row = width * 3;
+    Py_BEGIN_ALLOW_THREADS
+    for (int y0 = 0; y0 < height && !failed; y0 += band) {
+        int rows = height - y0 < band ? height - y0 : band;
+        failed = scale_band((sws_scale_fn)(uintptr_t)fnp, &src, y0, rows, (uint8_t *)out.buf + (Py_ssize_t)y0 * row,
+                            row) != rows;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed)
+        PyErr_SetString(PyExc_RuntimeError, "convert_yuv: swscale did not convert a band");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(seq);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyObject *accumulate(PyObject *self, PyObject *args)
 {
     Py_buffer acc, frame, lut;
@@ -134,6 +298,14 @@ static PyMethodDef methods[] = {
      "accumulate_many(acc, frames, luts, start): acc (+)= lut[0][frames[0]] + ... in one pass.\n\n"
      "1 to 4 frames (C-contiguous uint8, one acc float32 per byte), a 256-float32 lut each, summed\n"
      "in order and then added to acc (or stored, when start). Runs without the GIL."},
+    {"accumulate_yuv", accumulate_yuv, METH_VARARGS,
+     "accumulate_yuv(acc, sources, luts, start, sws_scale, height, width, band): accumulate_many from\n"
+     "decoded frames: each band of rows of each source is made RGB by sws_scale (a function pointer)\n"
+     "and added at once. A source is (context, plane0, plane1, plane2, stride0, stride1, stride2,\n"
+     "chroma_shift) (addresses as ints); acc: float32 height x width x 3. Runs without the GIL."},
+    {"convert_yuv", convert_yuv, METH_VARARGS,
+     "convert_yuv(out, source, sws_scale, height, width, band): one source to RGB in out (uint8\n"
+     "height x width x 3), band rows at a time, as accumulate_yuv converts it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,8 +32,9 @@ def window_weights(window: int) -> np.ndarray:
 
 try:  # the optional C kernel (setup.py); OpenCV does the same, about 2x slower, without it
     from ._linear import accumulate_many as _accumulate_many
+    from ._linear import accumulate_yuv as _accumulate_yuv
 except ImportError:  # pragma: no cover - depends on the build
-    _accumulate_many = None
+    _accumulate_many = _accumulate_yuv = None
 
 STRIP_ROWS = 64
 GROUP = 4   # frames added in one pass over the accumulator (the C kernel's most)
@@ -101,6 +102,10 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     16-bit input: when ``frames`` has a method ``frame16(t)`` (and ``frames.depth16``), the frames
     it returns (uint16 RGB, 0..65535) are averaged instead, through the curve's 65536-entry table
     (``curve.lut16``); the result is still rounded to 8 bits once, at the end.
+
+    Decoded input: where ``frames.yuv(t)`` gives a decoded frame instead of None, it is made RGB a
+    band of rows at a time by ``frames.bands`` (``video.SwsBands``, the same conversion) inside the
+    C kernel, which adds each band while it is in cache.
     """
     H = (len(frames) - 1) // 2
     c = H
@@ -115,7 +120,8 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
     edges = sorted(edges)  # band k holds the frames with edges[k-1] < |t-c| <= edges[k]
     buffers = {} if buffers is None else buffers
     started = [False] * len(edges)
-    group: list = []    # consecutive 8-bit frames of one band, added in one pass (add_linear)
+    group: list = []    # (band, decoded?, frame, lut): consecutive 8-bit frames of one band, added in one pass
+    yuv = getattr(frames, "yuv", None) if not deep and _accumulate_yuv is not None else None
 
     def strip(frame):
         """The float band of rows the OpenCV and 16-bit paths work in, kept in ``buffers``."""
@@ -125,26 +131,33 @@ def average_windows(frames: Sequence[np.ndarray], gains: np.ndarray, windows: li
         return tmp
 
     def add_group():
-        k = group[0][0]
-        add_linear(buffers[k], [f for _, f, _ in group], [lut for _, _, lut in group], strip(group[0][1]),
-                   start=not started[k])
+        k, decoded = group[0][:2]
+        luts = [np.ascontiguousarray(lut, np.float32) for *_, lut in group]
+        if decoded:
+            bands = frames.bands
+            _accumulate_yuv(buffers[k], [bands.source(f, j) for j, (_, _, f, _) in enumerate(group)], luts,
+                            not started[k], bands.scale, bands.height, bands.width, bands.BAND)
+        else:
+            add_linear(buffers[k], [f for _, _, f, _ in group], luts, strip(group[0][2]), start=not started[k])
         started[k] = True
         group.clear()
 
     for t in range(c - edges[-1], c + edges[-1] + 1):
         k = bisect.bisect_left(edges, abs(t - c))
-        frame = frames.frame16(t) if deep else frames[t]
+        decoded = yuv(t) if yuv else None
+        frame = decoded if decoded is not None else frames.frame16(t) if deep else frames[t]
+        shape = (frames.bands.height, frames.bands.width, 3) if decoded is not None else frame.shape
         acc = buffers.get(k)
-        if acc is None or acc.shape != frame.shape:
-            acc = buffers[k] = np.empty(frame.shape, np.float32)
+        if acc is None or acc.shape != shape:
+            acc = buffers[k] = np.empty(shape, np.float32)
         lut = lut32 / np.float32(gains[t])
         if deep:
             add_linear16(acc, frame, lut, strip(frame), start=not started[k])
             started[k] = True
         else:
-            if group and (group[0][0] != k or len(group) == GROUP):
+            if group and (group[0][0] != k or len(group) == GROUP or group[0][1] != (decoded is not None)):
                 add_group()
-            group.append((k, frame, lut))
+            group.append((k, decoded is not None, frame, lut))
     if group:
         add_group()
     if callable(corrections):

@@ -25,14 +25,14 @@ import cv2
 import numpy as np
 
 from . import sharpness as sh
-from .averaging import average_windows, half_span, window_weights
+from .averaging import GROUP, average_windows, half_span, window_weights
 from .curves import curve_for
 from .errors import BlurforgeError
 from .interpolate import MAX_FACTOR, grow_box, interval_fix, merge_boxes
 from .motion import FlowMeter, centroid, flow_gap, to_full, track_window, window_motion
 from .photometric import fit_gains, linear_small, measure_ratios
 from .shards import ShardError, ShardWriter, file_sha256, is_complete
-from .video import MIN_FPS, FrameReader, VideoInfo, probe, reuse_freed_memory, thread_share
+from .video import MIN_FPS, FrameReader, SwsBands, VideoInfo, probe, reuse_freed_memory, thread_share
 
 CUT_THRESHOLD = 30.0  # percent mean change between consecutive frames (see sharpness.cut_score)
 GHOST_PX = 1.0
@@ -166,12 +166,26 @@ class _RgbWindow(collections.abc.Sequence):
     ``depth16`` (10/12/16-bit sources): the averaging reads ``frame16(i)`` (uint16 RGB) instead,
     and the centre as an item (the sharp frame) is that same 16-bit frame rounded to 8 bits, so
     blur and sharp come from one conversion. ``seen(i, rgb)`` is called with each frame the
-    averaging reads, once (the sub-frames are made from them)."""
+    averaging reads, once, in order (the sub-frames are made from them; None for a frame that
+    ``yuv`` handed on decoded).
 
-    def __init__(self, frames, centre: int, depth16: bool = False, seen=None):
+    ``bands`` (``video.SwsBands``): ``yuv(i)`` hands frame i on still decoded, for the averaging
+    to convert band by band (``average_windows``), unless it is the centre, ``needs_rgb(i)`` or
+    stored otherwise than the frame the conversion was checked on.
+    """
+
+    def __init__(self, frames, centre: int, depth16: bool = False, seen=None, bands=None, needs_rgb=None):
         self.frames, self.centre, self._centre_rgb = list(frames), centre, None
         self.depth16, self._centre16 = depth16, None
         self.seen = seen or (lambda i, rgb: None)
+        self.bands, self.needs_rgb = bands, needs_rgb or (lambda i: False)
+
+    def yuv(self, i):
+        if self.bands is None or i == self.centre or self.needs_rgb(i) or not self.bands.fits(self.frames[i]):
+            return None
+        frame, self.frames[i] = self.frames[i], None
+        self.seen(i, None)
+        return frame
 
     def __len__(self):
         return len(self.frames)
@@ -329,12 +343,17 @@ class _SubFrames:
                 grown = [grow_box(p, scale, st.speed + 8, full_hw[1], full_hw[0]) for p in parts]
                 self.boxes[t] = (merge_boxes(grown), st.speed)
 
-    def frame(self, i: int, rgb: np.ndarray) -> None:
-        """Frame c-H+i, decoded to RGB (uint8, or uint16 for deep sources): start the interval
-        that ends at it."""
+    def needs_rgb(self, i: int) -> bool:
+        """Whether frame c-H+i starts or ends an interval that gets sub-frames."""
+        t = self.c - self.H + i
+        return t in self.boxes or t + 1 in self.boxes
+
+    def frame(self, i: int, rgb: np.ndarray | None) -> None:
+        """Frame c-H+i, decoded to RGB (uint8, or uint16 for deep sources; None: not made RGB, as
+        no interval ``needs_rgb`` it): start the interval that ends at it."""
         prev, self.prev = self.prev, rgb
         t = self.c - self.H + i
-        if t not in self.boxes or prev is None:
+        if t not in self.boxes or prev is None or rgb is None:
             return
         boxes, speed = self.boxes[t]
         kept = self.crops.get(i - 1, {})
@@ -463,6 +482,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     flow = FlowMeter()
     step_cache: dict = {}  # motion.Step of frame t-1 to t, measured inside windows (kept for overlapping windows)
     prev_small = None
+    bands = None  # video.SwsBands of the clip (False: whole frames), set up by the first pair
     full_hw = (reader.height, reader.width)
     emitted = 0
 
@@ -492,14 +512,17 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     def make_pair(c: int, entries: list, score: float, motion: tuple):
         """Window averages and the shard row of centre c (runs in the background). ``entries``: the
         ring entries of frames c-H .. c+H; ``motion``: their ``motion_of``."""
-        nonlocal ghosted, interpolated
+        nonlocal ghosted, interpolated, bands
         track, warps, fit, steps, scale = motion
         subs = None if pool is None else _SubFrames(pool, 2 * workers, c, H, steps, fit.gains, curve, scale,
                                                     full_hw, opts.interpolate, windows, opts.ghost_px)
         boxes = {w: _crop_box(steps[max(range(c - half_span(w) + 1, c + half_span(w) + 1),
                                         key=lambda t: steps[t].speed)], scale, full_hw) for w in windows}
         crops = dict(boxes)
-        frames = _RgbWindow([e[0] for e in entries], H, depth16, subs and subs.frame)
+        if bands is None:
+            bands = (not depth16 and SwsBands.for_clip(entries[0][0], GROUP)) or False
+        frames = _RgbWindow([e[0] for e in entries], H, depth16, subs and subs.frame, bands or None,
+                            subs and subs.needs_rgb)
         entries.clear()
         try:
             blurs = average_windows(frames, fit.gains, windows, store, buffers, subs and subs.finish, crops)
@@ -605,6 +628,8 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if bands:
+            bands.close()
         cv2.setNumThreads(cv_threads)
     if ghosted > interpolated:
         warn(f"{clip.name}: {ghosted} window(s) move more than {opts.ghost_px:g} px/frame, "

@@ -10,6 +10,8 @@ Memory never depends on the clip length.
 from __future__ import annotations
 
 import collections
+import ctypes
+import glob
 import os
 import queue
 import re
@@ -294,6 +296,106 @@ class Frame:
     def rgb16(self) -> np.ndarray:
         """RGB uint16 HxWx3, full range 0..65535 (swscale's rgb48 from the decoded 10/12-bit picture)."""
         return self._packed("rgb48le", np.uint16)
+
+
+_SWS_LIB = None
+
+
+def _swscale():
+    """PyAV's own libswscale and libavutil (already loaded by ``av``) through ctypes, or None."""
+    global _SWS_LIB
+    if _SWS_LIB is None:
+        _SWS_LIB = False
+        try:
+            libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+            sws, util = (ctypes.CDLL(glob.glob(str(libs / f"lib{n}-*.so*"))[0]) for n in ("swscale", "avutil"))
+            sws.sws_getContext.restype = ctypes.c_void_p
+            sws.sws_getContext.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3
+            sws.sws_getCoefficients.restype = ctypes.c_void_p
+            sws.sws_setColorspaceDetails.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                                     ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            sws.sws_freeContext.argtypes = [ctypes.c_void_p]
+            util.av_get_pix_fmt.argtypes = [ctypes.c_char_p]
+            _SWS_LIB = (sws, util, ctypes.cast(sws.sws_scale, ctypes.c_void_p).value)
+        except (OSError, IndexError, AttributeError):
+            pass
+    return _SWS_LIB or None
+
+
+class SwsBands:
+    """Converts a clip's 8-bit YUV 4:2:0 frames to RGB a band of rows at a time with the swscale
+    that ``Frame.rgb`` uses (PyAV's), set up as PyAV sets it up (bilinear, the frame's colour matrix
+    and range, full-range RGB out), for ``_linear.accumulate_yuv``: the RGB frame never leaves the
+    cache. ``for_clip`` checks the banded conversion against ``Frame.rgb`` on the clip's first frame
+    and gives None where they differ or where it does not apply (other formats, rotation, cropping,
+    no kernel), and the caller keeps converting whole frames.
+    """
+
+    BAND = 8
+
+    def __init__(self, frame: Frame, slots: int):
+        sws, util, self.scale = _swscale()
+        fr = frame._frame
+        self.height, self.width = frame.height, frame.width
+        self.kind = self._kind(fr)
+        self.chroma_shift = 1
+        fmt = util.av_get_pix_fmt(fr.format.name.encode())
+        rgb24 = util.av_get_pix_fmt(b"rgb24")
+        full = int(fr.color_range) == 2 or fr.format.name.startswith("yuvj")
+        coeffs = sws.sws_getCoefficients(int(fr.colorspace))
+        self._free, self.contexts = sws.sws_freeContext, []
+        for _ in range(slots):
+            bilinear = 2
+            ctx = sws.sws_getContext(fr.width, fr.height, fmt, fr.width, fr.height, rgb24, bilinear, None, None, None)
+            if not ctx:
+                self.close()
+                raise MemoryError("swscale context")
+            self.contexts.append(ctx)
+            sws.sws_setColorspaceDetails(ctx, coeffs, int(full), coeffs, 1, 0, 1 << 16, 1 << 16)
+
+    @classmethod
+    def for_clip(cls, frame: Frame, slots: int) -> SwsBands | None:
+        fr = frame._frame
+        if (_swscale() is None or fr.format.name not in ("yuv420p", "yuvj420p") or frame.rotation
+                or (fr.width, fr.height) != (frame.width, frame.height) or frame.height % 2):
+            return None
+        try:
+            from ._linear import convert_yuv
+        except ImportError:
+            return None
+        bands = cls(frame, slots)
+        out = np.empty((frame.height, frame.width, 3), np.uint8)
+        try:
+            convert_yuv(out, bands.source(frame, 0), bands.scale, bands.height, bands.width, cls.BAND)
+        except (RuntimeError, ValueError):
+            bands.close()
+            return None
+        if not np.array_equal(out, frame.rgb()):
+            bands.close()
+            return None
+        return bands
+
+    @staticmethod
+    def _kind(fr) -> tuple:
+        return fr.format.name, fr.width, fr.height, int(fr.colorspace), int(fr.color_range)
+
+    def fits(self, frame: Frame) -> bool:
+        """Whether ``frame`` is stored as the clip's first (format, size, colour matrix and range)."""
+        return self._kind(frame._frame) == self.kind
+
+    def source(self, frame: Frame, slot: int) -> tuple:
+        """What the kernel reads of ``frame`` (the frame must stay alive while it does)."""
+        p = frame._frame.planes
+        return (self.contexts[slot], p[0].buffer_ptr, p[1].buffer_ptr, p[2].buffer_ptr,
+                p[0].line_size, p[1].line_size, p[2].line_size, self.chroma_shift)
+
+    def close(self):
+        for ctx in self.contexts:
+            self._free(ctx)
+        self.contexts = []
+
+    def __del__(self):
+        self.close()
 
 
 class FrameReader:

@@ -60,3 +60,60 @@ def test_fused_kernel_and_opencv_path_add_the_same():
             assert np.array_equal(banded, expect)
             truth = sum(lut[f].astype(np.float64) for f, lut in zip(frames[:k], luts[:k])) + (0 if begin else start)
             np.testing.assert_allclose(fused, truth, rtol=1e-6, atol=1e-6)
+
+
+def test_decoded_frames_add_as_their_rgb_does(tmp_path):
+    """accumulate_yuv (bands of decoded frames made RGB inside the kernel) adds exactly what
+    accumulate_many adds from the same frames' RGB, 1 to 4 frames, started or not, with a picture
+    height that is no multiple of the band; and average_windows gives the same windows either way."""
+    from conftest import make_clip
+
+    from blurforge import averaging
+    from blurforge.video import FrameReader, SwsBands, probe
+
+    if averaging._accumulate_yuv is None:
+        pytest.skip("blurforge._linear not built")
+    clip = make_clip(tmp_path / "c.mp4", frames=9, height=186)
+    decoded = list(FrameReader(probe(clip)))
+    bands = SwsBands.for_clip(decoded[0], averaging.GROUP)
+    rgbs = [f.rgb() for f in decoded]
+    luts = [(load_curve("srgb").lut / g).astype(np.float32) for g in (1.03, 0.98, 1.0, 1.01)]
+    start = np.random.default_rng(2).uniform(0, 5, rgbs[0].shape).astype(np.float32)
+    for k in range(1, 5):
+        for begin in (False, True):
+            a, b = start.copy(), start.copy()
+            averaging._accumulate_many(a, rgbs[:k], luts[:k], begin)
+            averaging._accumulate_yuv(b, [bands.source(f, j) for j, f in enumerate(decoded[:k])], luts[:k], begin,
+                                      bands.scale, bands.height, bands.width, bands.BAND)
+            assert np.array_equal(a, b)
+
+    class Window:
+        """Decoded frames for the kernel, except the centre (as extract's _RgbWindow does)."""
+
+        def __init__(self, decoded, with_bands):
+            self.decoded, self.bands = decoded, with_bands and bands
+
+        def __len__(self):
+            return len(self.decoded)
+
+        def __getitem__(self, i):
+            return self.decoded[i].rgb()
+
+        def yuv(self, i):
+            return self.decoded[i] if self.bands and i != len(self) // 2 else None
+
+    gains = np.linspace(0.97, 1.03, 9)
+    plain = average_windows(Window(decoded, False), gains, [4, 9], load_curve("srgb"))
+    banded = average_windows(Window(decoded, True), gains, [4, 9], load_curve("srgb"))
+    for w in (4, 9):
+        assert np.abs(plain[w].astype(int) - banded[w]).max() <= 1
+        assert (plain[w] != banded[w]).mean() < 1e-4
+    with pytest.raises(ValueError, match="1 to 4 sources"):
+        averaging._accumulate_yuv(start, [], [], False, bands.scale, bands.height, bands.width, 8)
+    with pytest.raises(ValueError, match="even band"):
+        averaging._accumulate_yuv(start, [bands.source(decoded[0], 0)], luts[:1], False, bands.scale,
+                                  bands.height, bands.width, 7)
+    with pytest.raises(ValueError, match="even band"):
+        averaging._accumulate_yuv(start[1:], [bands.source(decoded[0], 0)], luts[:1], False, bands.scale,
+                                  bands.height, bands.width, 8)
+    bands.close()
