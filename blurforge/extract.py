@@ -563,7 +563,7 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
         worker.submit(make_pair, c, entries, picker.scores[c], motion_of(c, entries))
         emitted += 1
 
-    n = 0
+    n = trimmed = 0
     worker = _Background(1 + JOBS_AHEAD)
     workers = SUBFRAME_WORKERS or min(4, thread_share())
     pool = None if opts.interpolate == "off" else ThreadPoolExecutor(workers, thread_name_prefix="subframes")
@@ -585,6 +585,13 @@ def extract_clip(clip: str | os.PathLike, opts: ExtractOptions, progress=None, w
             n += 1
             for c in picker.push(sh.tenengrad(half, black), cut):
                 emit(c)
+            # decoded frames no window still to come can use are let go of now, not when the ring
+            # drops them (fewer frames held: the decoder's frame pool grows less)
+            first, unused = n - len(ring), picker.earliest() - H
+            while trimmed < min(unused, n):
+                if trimmed >= first:
+                    ring[trimmed - first] = (None,) + ring[trimmed - first][1:]
+                trimmed += 1
             if progress:
                 progress(n, writer.n)
             if opts.max_pairs and emitted >= opts.max_pairs:

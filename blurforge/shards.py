@@ -216,7 +216,7 @@ class ShardWriter:
             self._rows.setdefault(name, []).append((self.n, value))
         self.n += 1
         try:
-            if self.n % META_ROWS == 0:
+            if self.n % META_ROWS == 0 or self.n == 1:   # the first pair makes the datasets, beside the work
                 self._flush_rows()
         except OSError as e:
             self._fail(e)

@@ -87,6 +87,11 @@ class CentrePicker:
             return False
         return not any(self.cuts[c - self.h + 1:c + self.h + 1])
 
+    def earliest(self) -> int:
+        """No centre returned from now on lies before this frame (so frames before it minus the half
+        span are in no window still to come)."""
+        return max(self.next_check, self.last + self.stride)
+
     def push(self, score: float, cut: bool = False) -> list[int]:
         """Add the next frame's sharpness and whether a cut precedes it."""
         self.scores.append(float(score))

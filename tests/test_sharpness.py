@@ -78,3 +78,19 @@ def test_tenengrad_kernel_sums_are_exact_and_match_opencv():
         sh._sums(np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="2-D uint8"):
         sh._sums(np.zeros((4, 4), np.uint16))
+
+
+def test_no_centre_comes_before_earliest():
+    """extract lets go of frames before ``earliest() - h``: no centre decided later may lie before it."""
+    rng = np.random.default_rng(4)
+    for stride in (5, 24, 96):
+        picker = sh.CentrePicker(12, stride)
+        bounds, centres = [], []
+        for _ in range(600):
+            got = picker.push(float(rng.random()), cut=bool(rng.random() < 0.01))
+            centres += [(c, len(bounds)) for c in got]
+            bounds.append(picker.earliest())
+        centres += [(c, len(bounds)) for c in picker.finish()]
+        assert len(centres) > 3
+        for c, k in centres:   # decided after bounds[:k] were given
+            assert all(c >= b for b in bounds[:k])
