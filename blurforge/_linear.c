@@ -264,6 +264,45 @@ done:
     return result;
 }
 
+/* out[i] = table[(int)((clip(x[i], lo, 1) - lo) * scale + 0.5)] in float32 arithmetic, as numpy
+ * does it step by step in blurforge.curves.CameraCurve.encode; NaN reads as lo. */
+CLONES
+static void encode_loop(const float *restrict x, uint8_t *restrict out, const uint8_t *restrict table, float lo,
+                        float scale, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = x[i];
+        v = v > lo ? v : lo;
+        v = v < 1.0f ? v : 1.0f;
+        out[i] = table[(int32_t)((v - lo) * scale + 0.5f)];
+    }
+}
+
+static PyObject *encode_table(PyObject *self, PyObject *args)
+{
+    Py_buffer x, table, out;
+    float lo, scale;
+    if (!PyArg_ParseTuple(args, "y*y*w*ff:encode_table", &x, &table, &out, &lo, &scale))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
+    if (!PyBuffer_IsContiguous(&x, 'C') || !PyBuffer_IsContiguous(&table, 'C') || !PyBuffer_IsContiguous(&out, 'C')
+        || x.len % (Py_ssize_t)sizeof(float) || out.len != n || !(lo < 1.0f) || !(scale > 0.0f)
+        || (double)(1.0f - lo) * scale + 0.5 >= (double)table.len) {
+        PyErr_SetString(PyExc_ValueError, "encode_table: C-contiguous float32 x, one uint8 of out per value, lo < 1 "
+                                          "and a table covering (1 - lo) * scale");
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        encode_loop((const float *)x.buf, (uint8_t *)out.buf, (const uint8_t *)table.buf, lo, scale, n);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyObject *accumulate(PyObject *self, PyObject *args)
 {
     Py_buffer acc, frame, lut;
@@ -303,6 +342,9 @@ static PyMethodDef methods[] = {
      "decoded frames: each band of rows of each source is made RGB by sws_scale (a function pointer)\n"
      "and added at once. A source is (context, plane0, plane1, plane2, stride0, stride1, stride2,\n"
      "chroma_shift) (addresses as ints); acc: float32 height x width x 3. Runs without the GIL."},
+    {"encode_table", encode_table, METH_VARARGS,
+     "encode_table(x, table, out, lo, scale): out = table[int((clip(x, lo, 1) - lo) * scale + 0.5)],\n"
+     "linear light (float32) to codes through a fine table of the forward curve. Runs without the GIL."},
     {"convert_yuv", convert_yuv, METH_VARARGS,
      "convert_yuv(out, source, sws_scale, height, width, band): one source to RGB in out (uint8\n"
      "height x width x 3), band rows at a time, as accumulate_yuv converts it."},

@@ -28,6 +28,11 @@ import numpy as np
 
 from .errors import BlurforgeError
 
+try:  # the optional C kernel (setup.py): the table encode in one pass; numpy without it
+    from ._linear import encode_table as _encode_table
+except ImportError:  # pragma: no cover - depends on the build
+    _encode_table = None
+
 NAMED = ("gamma2.2", "srgb", "linear", "hlg", "pq", "slog3", "vlog", "logc3")
 HDR = {"arib-std-b67": "hlg", "smpte2084": "pq"}  # transfer tag -> the only right curve
 _BY_TAG = {**HDR, "linear": "linear", "iec61966-2-1": "srgb"}
@@ -180,12 +185,17 @@ class CameraCurve:
 
         gamma2.2 and linear use OpenCV's vectorised pow and saturating round (the slow part of a
         1080p window otherwise); other curves a 2^18-entry table of the forward curve over
-        [lut[0], 1], or at 16 bits the forward formula itself (a curve file: interpolated between
+        [lut[0], 1] (in one pass in the C kernel where it is built), or at 16 bits the forward formula itself (a curve file: interpolated between
         its 256 codes, as ``lut16`` is). ``inplace``: a float32 ``linear`` may be overwritten
         (saves two frame-sized temporaries).
         """
         lo = min(0.0, float(self.lut[0]))
         x = np.asarray(linear, dtype=np.float32)
+        table = self.bits == 8 and self.name not in ("gamma2.2", "linear", "pq")
+        if table and _encode_table is not None and x.flags.c_contiguous:
+            out = np.empty(x.shape, np.uint8)   # the C kernel: the numpy steps below in one pass, clip included
+            _encode_table(x, self._forward_table(lo), out, lo, np.float32((_FINE - 1) / (1.0 - lo)))
+            return out
         if inplace and x is linear:
             np.clip(x, lo, 1.0, out=x)
         else:

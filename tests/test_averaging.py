@@ -117,3 +117,24 @@ def test_decoded_frames_add_as_their_rgb_does(tmp_path):
         averaging._accumulate_yuv(start[1:], [bands.source(decoded[0], 0)], luts[:1], False, bands.scale,
                                   bands.height, bands.width, 8)
     bands.close()
+
+
+def test_table_encode_kernel_gives_the_numpy_codes(monkeypatch):
+    """The C kernel's one-pass table encode gives the numpy steps' codes exactly, out-of-range
+    values and a curve file (lut[0] < 0 is clipped at lut[0]) included."""
+    from blurforge import curves
+
+    if curves._encode_table is None:
+        pytest.skip("blurforge._linear not built")
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-0.2, 1.3, 60000), rng.uniform(0, 0.01, 20000),
+                        np.linspace(0, 1, 40000)]).astype(np.float32).reshape(200, 200, 3)
+    offset = curves.CameraCurve("test-offset-curve", np.linspace(-0.05, 1, 256))
+    for curve in [load_curve(n) for n in ("srgb", "hlg", "slog3", "vlog", "logc3")] + [offset]:
+        fast = curve.encode(x.copy())
+        monkeypatch.setattr(curves, "_encode_table", None)
+        slow = curve.encode(x.copy())
+        monkeypatch.undo()
+        assert fast.dtype == np.uint8 and np.array_equal(fast, slow), curve.name
+    with pytest.raises(ValueError, match="encode_table"):
+        curves._encode_table(x, np.zeros(16, np.uint8), np.empty(x.shape, np.uint8), 0.0, 1000.0)
