@@ -185,9 +185,9 @@ class CameraCurve:
 
         gamma2.2 and linear use OpenCV's vectorised pow and saturating round (the slow part of a
         1080p window otherwise); other curves a 2^18-entry table of the forward curve over
-        [lut[0], 1] (in one pass in the C kernel where it is built), or at 16 bits the forward formula itself (a curve file: interpolated between
-        its 256 codes, as ``lut16`` is). ``inplace``: a float32 ``linear`` may be overwritten
-        (saves two frame-sized temporaries).
+        [lut[0], 1] (in one pass in the C kernel where it is built), or at 16 bits the forward
+        formula itself (a curve file: interpolated between its 256 codes, as ``lut16`` is).
+        ``inplace``: a float32 ``linear`` may be overwritten (saves two frame-sized temporaries).
         """
         lo = min(0.0, float(self.lut[0]))
         x = np.asarray(linear, dtype=np.float32)
