@@ -355,6 +355,8 @@ class SwsBands:
 
     @classmethod
     def for_clip(cls, frame: Frame, slots: int) -> SwsBands | None:
+        if not isinstance(frame, Frame):   # an image sequence's frame (blurforge.sequence)
+            return None
         fr = frame._frame
         if (_swscale() is None or fr.format.name not in ("yuv420p", "yuvj420p") or frame.rotation
                 or (fr.width, fr.height) != (frame.width, frame.height) or frame.height % 2):

@@ -245,6 +245,22 @@ def test_sixteen_bit_png_sequence(deep_frames, tmp_path):
             assert np.abs(f["blur/9"][i] - ref).max() <= 0.5 + 1e-3
 
 
+def test_eight_bit_png_sequence(deep_frames, tmp_path):
+    """An 8-bit frame folder is averaged from its frames as they are (no decoder, no YUV)."""
+    frames = [np.rint(fr / 257.0).astype(np.uint8) for fr in deep_frames]
+    folder = tmp_path / "shot8"
+    folder.mkdir()
+    for i, fr in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
+    ok("extract", folder, "--capture-fps", "960", "--out", tmp_path / "o", "--crf", "gamma2.2", *WINDOWS)
+    with shard(tmp_path / "o" / "shot8.h5") as f:
+        assert f.attrs["averaged_bits"] == 8 and len(f["center"]) >= 3
+        for i, c in enumerate(f["center"][:]):
+            assert np.array_equal(f["sharp"][i], frames[c])
+            ref = window_mean(frames, c, 9, *g22(255.0))
+            assert np.abs(f["blur/9"][i] - ref).max() <= 0.5 + 1e-3
+
+
 # ---- trimming, VFR --------------------------------------------------------------------------------
 
 def test_start_and_end_restrict_windows(clip960, tmp_path):
