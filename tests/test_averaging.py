@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -62,10 +64,44 @@ def test_fused_kernel_and_opencv_path_add_the_same():
             np.testing.assert_allclose(fused, truth, rtol=1e-6, atol=1e-6)
 
 
-def test_decoded_frames_add_as_their_rgb_does(tmp_path):
+@pytest.fixture
+def simd_modes():
+    """The lookup kernels to test: scalar, and the AVX-512 VBMI one where this CPU has it."""
+    _linear = pytest.importorskip("blurforge._linear")
+    modes = ["scalar"] + (["avx512vbmi"] if _linear.simd() == "avx512vbmi" else [])
+    yield _linear, modes
+    _linear.simd(True)
+
+
+def test_table_lookups_add_numpys_float32_sums_exactly(simd_modes):
+    """accumulate_many gives, bit for bit, numpy's float32 ``acc + (((l0[x0] + l1[x1]) + l2[x2]) +
+    l3[x3])`` with either lookup kernel: 1 to 4 frames, started or not, lengths around the SIMD
+    kernel's 64 values (its scalar tail), negative and large table values."""
+    _linear, modes = simd_modes
+    rng = np.random.default_rng(5)
+    for n in (1, 63, 64, 65, 127, 1000, 4099):
+        for k in range(1, 5):
+            xs = [rng.integers(0, 256, n, dtype=np.uint8) for _ in range(k)]
+            luts = [(rng.standard_normal(256) * 10.0 ** rng.integers(-3, 4)).astype(np.float32) for _ in range(k)]
+            s = luts[0][xs[0]]
+            for lut, x in zip(luts[1:], xs[1:]):
+                s = s + lut[x]
+            acc = rng.uniform(-2, 2, n).astype(np.float32)
+            for start in (False, True):
+                truth = s if start else acc + s
+                for mode in modes:
+                    _linear.simd(mode != "scalar")
+                    assert _linear.simd() == mode
+                    out = acc.copy()
+                    _linear.accumulate_many(out, xs, luts, start)
+                    assert np.array_equal(out, truth), (n, k, start, mode)
+
+
+def test_decoded_frames_add_as_their_rgb_does(tmp_path, simd_modes):
     """accumulate_yuv (bands of decoded frames made RGB inside the kernel) adds exactly what
-    accumulate_many adds from the same frames' RGB, 1 to 4 frames, started or not, with a picture
-    height that is no multiple of the band; and average_windows gives the same windows either way."""
+    accumulate_many adds from the same frames' RGB, with either lookup kernel, 1 to 4 frames,
+    started or not, with a picture height that is no multiple of the band; and average_windows
+    gives the same windows either way."""
     from conftest import make_clip
 
     from blurforge import averaging
@@ -79,13 +115,13 @@ def test_decoded_frames_add_as_their_rgb_does(tmp_path):
     rgbs = [f.rgb() for f in decoded]
     luts = [(load_curve("srgb").lut / g).astype(np.float32) for g in (1.03, 0.98, 1.0, 1.01)]
     start = np.random.default_rng(2).uniform(0, 5, rgbs[0].shape).astype(np.float32)
-    for k in range(1, 5):
-        for begin in (False, True):
-            a, b = start.copy(), start.copy()
-            averaging._accumulate_many(a, rgbs[:k], luts[:k], begin)
-            averaging._accumulate_yuv(b, [bands.source(f, j) for j, f in enumerate(decoded[:k])], luts[:k], begin,
-                                      bands.scale, bands.height, bands.width, bands.BAND)
-            assert np.array_equal(a, b)
+    for k, begin, mode in itertools.product(range(1, 5), (False, True), simd_modes[1]):
+        simd_modes[0].simd(mode != "scalar")
+        a, b = start.copy(), start.copy()
+        averaging._accumulate_many(a, rgbs[:k], luts[:k], begin)
+        averaging._accumulate_yuv(b, [bands.source(f, j) for j, f in enumerate(decoded[:k])], luts[:k], begin,
+                                  bands.scale, bands.height, bands.width, bands.BAND)
+        assert np.array_equal(a, b)
 
     class Window:
         """Decoded frames for the kernel, except the centre (as extract's _RgbWindow does)."""
