@@ -28,6 +28,8 @@ on the left, so every window needs interpolation), extract with ``--interpolate 
 alternating with ffmpeg's decode: both ratios (wall and CPU), the share of frames averaged, the
 shard's ``meta/<W>/interp_*`` per pair (whether every pair was interpolated), and a profile of one
 instrumented run: ``interval_fix`` per interval and its parts (flow, source maps, remaps).
+``--scalar-lookups`` runs the working tree's averaging with the C kernel's scalar table lookups, as
+on a CPU without AVX-512 VBMI (``lookup_kernel`` in the report says which ran).
 
     python bench/extract.py --interp --keep DIR --repeats 3 [--stride 73] [--object-speed 4]
 """
@@ -59,6 +61,14 @@ import blurforge
 from blurforge.extract import ExtractOptions, extract_clip
 kw = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 kw.setdefault("windows", [36, 73])
+scalar = kw.pop("scalar_lookups", False)
+try:
+    from blurforge import _linear
+    if scalar:
+        _linear.simd(False)
+    lookups = _linear.simd()
+except (ImportError, AttributeError):
+    lookups = None
 if kw.pop("no_motion", False):   # the same extract without its motion work (--baseline no-motion)
     import numpy as np
     import blurforge.extract as ex
@@ -77,7 +87,7 @@ ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": dt, "frames": s["frames_decoded"], "pairs": s["pairs"], "shard": s.get("shard"),
                   "cpu_seconds": ru.ru_utime + ru.ru_stime, "package": blurforge.__file__,
                   "fused_kernel": __import__("blurforge.averaging").averaging._accumulate_many is not None,
-                  "peak_rss_mb": ru.ru_maxrss / 1024}))
+                  "peak_rss_mb": ru.ru_maxrss / 1024, "lookup_kernel": lookups}))
 """
 
 NO_MOTION = "no-motion"
@@ -91,7 +101,10 @@ def _children_cpu() -> float:
 def run_extract(clip: Path, out: Path, root: Path = ROOT, opts: dict | None = None) -> dict:
     """Run extract in a child process importing ``blurforge`` from ``root`` (the working tree or a
     baseline export): the child runs in ``root`` so nothing else on sys.path shadows it.
-    ``opts``: ExtractOptions fields beside windows 36,73 (a baseline may not know newer ones)."""
+    ``opts``: ExtractOptions fields beside windows 36,73 (a baseline may not know newer ones).
+    The previous run's output is removed first: replacing a shard unlinks the old one at the rename,
+    ~35 ms at 1080p that a first extract does not pay."""
+    shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(root))
     res = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out), json.dumps(opts or {})],
                          capture_output=True, text=True, cwd=root, env=env)
@@ -334,7 +347,7 @@ def interp_bench(args, keep: Path, d: Path) -> dict:
         synthesize(clip, SynthConfig(width=w, height=h, fps=960, frames=frames, flicker=0.04, seed=1, crf=args.crf,
                                      object_speed=args.object_speed))
     synth_s = time.perf_counter() - t
-    base = {"windows": [36, 73]}
+    base = {"windows": [36, 73], **({"scalar_lookups": True} if args.scalar_lookups else {})}
     if args.stride:
         base["stride"] = args.stride
     modes = ("auto", "off")
@@ -359,7 +372,8 @@ def interp_bench(args, keep: Path, d: Path) -> dict:
                      "seconds": _spread([x["seconds"] for x in rs], 2),
                      "cpu_seconds": _spread([x["cpu_seconds"] for x in rs], 2),
                      "pairs": rs[0]["pairs"], "frames_averaged_share": round(rs[0]["pairs"] * 73 / rs[0]["frames"], 2),
-                     "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rs), 1)}
+                     "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rs), 1),
+                     "lookup_kernel": rs[0].get("lookup_kernel")}
     report["auto"]["target"], report["off"]["target"] = 0.3, 0.6
     report["auto_over_off_time"] = _spread([a["seconds"] / o["seconds"] for a, o in zip(runs["auto"], runs["off"])])
     report["interp_meta"] = interp_meta(runs["auto"][0]["shard"], base["windows"])
@@ -387,6 +401,8 @@ def main():
     ap.add_argument("--object-speed", type=float, default=4.0, help="--interp: px/frame at 640 px width")
     ap.add_argument("--stride", type=int, default=None, help="--interp: extract's stride (default: its own)")
     ap.add_argument("--no-profile", action="store_true", help="--interp: skip the instrumented run")
+    ap.add_argument("--scalar-lookups", action="store_true",
+                    help="the working tree's averaging with the scalar table lookups (a CPU without AVX-512 VBMI)")
     args = ap.parse_args()
     if args.interp:
         with tempfile.TemporaryDirectory() as d:
@@ -395,7 +411,8 @@ def main():
             print(json.dumps(interp_bench(args, keep, Path(d)), indent=2))
         return
     args.frames = args.frames or 480
-    mine = {"interpolate": args.interpolate} if args.interpolate else None
+    mine = {**({"interpolate": args.interpolate} if args.interpolate else {}),
+            **({"scalar_lookups": True} if args.scalar_lookups else {})} or None
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -433,7 +450,7 @@ def main():
             "pairs_3x_longer": long_run["pairs"],
             "frames_averaged_share_3x_longer": round(long_run["pairs"] * 73 / long_run["frames"], 2),
             "frames_averaged_share": round(r["pairs"] * 73 / r["frames"], 2),
-            "fused_kernel": r["fused_kernel"],
+            "fused_kernel": r["fused_kernel"], "lookup_kernel": r.get("lookup_kernel"),
             "synth_seconds": round(synth_s, 1),
         }
         if base is not None:
