@@ -396,6 +396,49 @@ static PyObject *encode_table(PyObject *self, PyObject *args)
     return result;
 }
 
+/* Exact rounding through the curve's code thresholds: thr[k] is the least float32 that encodes to
+ * code k or more (thr[256] = inf). The top 17 bits of a positive float (exponent, 8 bits of
+ * mantissa) index the code of their bin's lowest value; a bin is narrower than a code wherever
+ * the curve rises slower than 256 codes per doubling (gamma 2.2: 0.45 codes at most), so one
+ * comparison with the next threshold finishes it. NaN and values <= 0 give 0; >= 1 give 255. */
+CLONES
+static void threshold_loop(const float *restrict x, uint8_t *restrict out, const uint8_t *restrict bins,
+                           const float *restrict thr, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = x[i];
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        int c = v > 0.0f ? (v < 1.0f ? bins[u >> 15] : 255) : 0;
+        out[i] = (uint8_t)(c + (v > 0.0f && v < 1.0f && v >= thr[c + 1]));
+    }
+}
+
+static PyObject *encode_thresholds(PyObject *self, PyObject *args)
+{
+    Py_buffer x, bins, thr, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*:encode_thresholds", &x, &bins, &thr, &out))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
+    if (!PyBuffer_IsContiguous(&x, 'C') || !PyBuffer_IsContiguous(&bins, 'C') || !PyBuffer_IsContiguous(&thr, 'C')
+        || !PyBuffer_IsContiguous(&out, 'C') || x.len % (Py_ssize_t)sizeof(float) || out.len != n
+        || bins.len != (127 << 8) || thr.len != 257 * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "encode_thresholds: C-contiguous float32 x, one uint8 of out per value, "
+                                          "32512 bins and 257 float32 thresholds");
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        threshold_loop((const float *)x.buf, (uint8_t *)out.buf, (const uint8_t *)bins.buf, (const float *)thr.buf, n);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&bins);
+    PyBuffer_Release(&thr);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyObject *accumulate(PyObject *self, PyObject *args)
 {
     Py_buffer acc, frame, lut;
@@ -457,6 +500,10 @@ static PyMethodDef methods[] = {
     {"encode_table", encode_table, METH_VARARGS,
      "encode_table(x, table, out, lo, scale): out = table[int((clip(x, lo, 1) - lo) * scale + 0.5)],\n"
      "linear light (float32) to codes through a fine table of the forward curve. Runs without the GIL."},
+    {"encode_thresholds", encode_thresholds, METH_VARARGS,
+     "encode_thresholds(x, bins, thr, out): out = the number of thresholds thr[1..255] <= x, exactly\n"
+     "(x float32 linear light; bins: 32512 uint8, the code of each bin of the top 17 bits of a float in\n"
+     "(0, 1); thr: 257 float32, thr[256] = inf). Runs without the GIL."},
     {"convert_yuv", convert_yuv, METH_VARARGS,
      "convert_yuv(out, source, sws_scale, height, width, band): one source to RGB in out (uint8\n"
      "height x width x 3), band rows at a time, as accumulate_yuv converts it."},

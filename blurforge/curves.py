@@ -19,6 +19,7 @@ black/white mapped to 0/1):
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ from .errors import BlurforgeError
 
 try:  # the optional C kernel (setup.py): the table encode in one pass; numpy without it
     from ._linear import encode_table as _encode_table
+    from ._linear import encode_thresholds as _encode_thresholds
 except ImportError:  # pragma: no cover - depends on the build
-    _encode_table = None
+    _encode_table = _encode_thresholds = None
 
 NAMED = ("gamma2.2", "srgb", "linear", "hlg", "pq", "slog3", "vlog", "logc3")
 HDR = {"arib-std-b67": "hlg", "smpte2084": "pq"}  # transfer tag -> the only right curve
@@ -183,14 +185,19 @@ class CameraCurve:
         """Linear light (float) -> rounded uint8 codes through the forward camera curve (uint16
         codes, 0..65535, when ``bits`` is 16).
 
-        gamma2.2 and linear use OpenCV's vectorised pow and saturating round (the slow part of a
-        1080p window otherwise); other curves a 2^18-entry table of the forward curve over
+        gamma2.2 rounds exactly through its 255 code thresholds in the C kernel where it is built
+        (``_gamma_thresholds``: 10.7 -> 6.8 ms a 1080p frame), else OpenCV's vectorised pow and
+        saturating round, as linear does; other curves a 2^18-entry table of the forward curve over
         [lut[0], 1] (in one pass in the C kernel where it is built), or at 16 bits the forward
         formula itself (a curve file: interpolated between its 256 codes, as ``lut16`` is).
         ``inplace``: a float32 ``linear`` may be overwritten (saves two frame-sized temporaries).
         """
         lo = min(0.0, float(self.lut[0]))
         x = np.asarray(linear, dtype=np.float32)
+        if self.bits == 8 and self.name == "gamma2.2" and _encode_thresholds is not None and x.flags.c_contiguous:
+            out = np.empty(x.shape, np.uint8)
+            _encode_thresholds(x, *_gamma_thresholds(), out)
+            return out
         table = self.bits == 8 and self.name not in ("gamma2.2", "linear", "pq")
         if table and _encode_table is not None and x.flags.c_contiguous:
             out = np.empty(x.shape, np.uint8)   # the C kernel: the numpy steps below in one pass, clip included
@@ -231,6 +238,19 @@ class CameraCurve:
             v = fn[1](grid) * 255.0 if fn else np.interp(grid, self.lut, np.arange(256.0))
             table = _TABLES[self.name] = np.clip(np.rint(v), 0, 255).astype(np.uint8)
         return table
+
+
+@functools.cache
+def _gamma_thresholds() -> tuple[np.ndarray, np.ndarray]:
+    """gamma 2.2's encode as ``_linear.encode_thresholds`` reads it: ``thr[k]``, the least float32
+    that rounds to code k or more (255 x^(1/2.2) >= k - 1/2, in float64), and the code of the
+    lowest value of each bin of a float's top 17 bits below 1."""
+    t = ((np.arange(1, 256) - 0.5) / 255.0) ** 2.2
+    t32 = t.astype(np.float32)
+    t32 = np.where(t32 < t, np.nextafter(t32, np.float32(np.inf)), t32)
+    thr = np.concatenate([[-np.inf], t32, [np.inf]]).astype(np.float32)
+    lows = (np.arange(127 << 8, dtype=np.uint32) << np.uint32(15)).view(np.float32)
+    return np.searchsorted(t32, lows, side="right").astype(np.uint8), thr
 
 
 def load_curve(spec: str) -> CameraCurve:

@@ -155,6 +155,35 @@ def test_decoded_frames_add_as_their_rgb_does(tmp_path, simd_modes):
     bands.close()
 
 
+def test_gamma_encode_rounds_exactly_at_its_code_thresholds(monkeypatch):
+    """gamma 2.2's encode (the C kernel's threshold rounding) is round(255 x^(1/2.2)) computed in
+    float64, for every value: each code's threshold as a float32 and its neighbours on both sides,
+    values spread over the range and near black, out of range, inf and NaN (as 0). OpenCV's pow,
+    its fallback, is that within a code."""
+    from blurforge import curves
+
+    _linear = pytest.importorskip("blurforge._linear")
+    if curves._encode_thresholds is None:
+        pytest.skip("blurforge._linear not built")
+    rng = np.random.default_rng(8)
+    t = (((np.arange(1, 256) - 0.5) / 255.0) ** 2.2).astype(np.float32)
+    x = np.concatenate([t, np.nextafter(t, np.float32(0)), np.nextafter(t, np.float32(1)),
+                        rng.random(200000, dtype=np.float32) ** np.float32(2.2), rng.uniform(0, 1e-4, 20000),
+                        np.float32([0, -1, 1, 2, 1e-30, 1e-45, np.inf, -np.inf, np.nan])]).astype(np.float32)
+    x64 = np.nan_to_num(x.astype(np.float64), nan=0.0, posinf=1.0)
+    truth = np.floor(255.0 * np.clip(x64, 0, 1) ** (1 / 2.2) + 0.5)
+    curve = load_curve("gamma2.2")
+    fast = curve.encode(x.copy())
+    assert fast.dtype == np.uint8 and np.array_equal(fast, truth)
+    codes = np.arange(256)
+    assert np.array_equal(fast[255:510], codes[:-1]) and np.array_equal(fast[510:765], codes[1:])  # 1 ulp apart
+    monkeypatch.setattr(curves, "_encode_thresholds", None)
+    slow = curve.encode(x[:-1].copy())
+    assert np.abs(slow.astype(int) - truth[:-1]).max() <= 1
+    with pytest.raises(ValueError, match="encode_thresholds"):
+        _linear.encode_thresholds(x, np.zeros(16, np.uint8), np.zeros(257, np.float32), np.empty(x.shape, np.uint8))
+
+
 def test_table_encode_kernel_gives_the_numpy_codes(monkeypatch):
     """The C kernel's one-pass table encode gives the numpy steps' codes exactly, out-of-range
     values and a curve file (lut[0] < 0 is clipped at lut[0]) included."""
