@@ -3,10 +3,10 @@
  * OpenCV's LUT does one scalar table load per byte and then a separate pass adds the float
  * frame into the accumulator; here both are one pass (gcc target_clones picks an AVX2 variant at
  * load time), and on CPUs with AVX-512 VBMI the lookups are vector permutes (add_luts_vbmi).
- * At 1080p the pass is bound by memory: the float accumulator is 4x the frame, read and written
- * for every frame. accumulate_many, which blurforge.averaging uses, adds up to MAX_FRAMES frames in
- * one pass over it; accumulate (one frame) stays for the trees before it that bench/extract.py
- * --baseline runs with this build's kernel.
+ * At 1080p the float accumulator is 4x the frame, read and written on each pass, and the scalar
+ * lookups cost about as much again (1.6 ms a frame on a Zen 4 EPYC). accumulate_many, which
+ * blurforge.averaging uses, adds up to MAX_FRAMES frames in one pass over it; accumulate (one
+ * frame) stays for the trees before it that bench/extract.py --baseline runs with this build's kernel.
  * accumulate_yuv does the same from decoded 8-bit YUV 4:2:0 frames: each band of rows is made RGB
  * by swscale (PyAV's own copy, called through the pointer blurforge.video.SwsBands passes) into a
  * small buffer and added while it is in cache, so the RGB frame never goes through memory.
@@ -15,7 +15,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -74,10 +73,26 @@ static void split_lut(Planes *p, const float *lut)
     }
 }
 
-static int vbmi;   /* set at import: the CPU (and the OS) run AVX-512 F, BW and VBMI */
+static int vbmi;   /* whether add_luts_fast uses add_luts_vbmi: set at import, simd() switches it */
+
+static int cpu_has_vbmi(void)   /* the CPU (and the OS) run AVX-512 F, BW and VBMI */
+{
+#ifdef SIMD_KERNEL
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vbmi");
+#else
+    return 0;
+#endif
+}
 
 #ifdef SIMD_KERNEL
-static const uint8_t ORDER[64] = {0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51, 4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55, 8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59, 12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
+static const uint8_t ORDER[64] = {   /* ORDER[16l + 4q + d] = 16q + 4l + d */
+    0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+    4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+    8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+    12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63,
+};
 
 __attribute__((target("avx512f,avx512bw,avx512vbmi")))
 static inline void look64(const Planes *p, __m512i codes, __m512i order, __m512 v[4])
@@ -470,13 +485,8 @@ static PyObject *simd(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "|p:simd", &on))
         return NULL;
     const char *now = vbmi ? "avx512vbmi" : "scalar";
-#ifdef SIMD_KERNEL
-    if (on == 0)
-        vbmi = 0;
-    else if (on == 1)
-        vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vbmi");
-#endif
+    if (on >= 0)
+        vbmi = on && cpu_has_vbmi();
     return PyUnicode_FromString(now);
 }
 
@@ -514,10 +524,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linear", "Fused tab
 
 PyMODINIT_FUNC PyInit__linear(void)
 {
-#ifdef SIMD_KERNEL
-    __builtin_cpu_init();
-    vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vbmi");
-#endif
+    vbmi = cpu_has_vbmi();
     return PyModule_Create(&module);
 }
