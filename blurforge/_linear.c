@@ -134,13 +134,23 @@ static Py_ssize_t add_luts_vbmi(float *acc, const uint8_t *const *x, const Plane
 }
 #endif
 
-/* add_luts, through the byte planes of the luts where the CPU has VBMI (planes NULL: scalar) */
+/* The byte planes of k luts into p when the VBMI kernel is on, for add_luts_fast; else NULL */
+static const Planes *planes_for(Planes *p, const float *const *lut, int k)
+{
+    if (!vbmi)
+        return NULL;
+    for (int i = 0; i < k; i++)
+        split_lut(&p[i], lut[i]);
+    return p;
+}
+
+/* add_luts, through planes_for's byte planes where it gave them (NULL: the scalar loop) */
 static void add_luts_fast(float *acc, const uint8_t *const *x, const float *const *lut, const Planes *planes, int k,
                           int start, Py_ssize_t n)
 {
     Py_ssize_t done = 0;
 #ifdef SIMD_KERNEL
-    if (planes != NULL && vbmi)
+    if (planes != NULL)
         done = add_luts_vbmi(acc, x, planes, k, start, n);
 #endif
     if (done < n) {
@@ -189,11 +199,10 @@ static PyObject *accumulate_many(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "accumulate_many: acc must be C-contiguous");
         goto done;
     }
-    Planes planes[MAX_FRAMES];
-    for (int i = 0; vbmi && i < k; i++)
-        split_lut(&planes[i], l[i]);
+    Planes buf[MAX_FRAMES];
+    const Planes *planes = planes_for(buf, l, k);
     Py_BEGIN_ALLOW_THREADS
-    add_luts_fast((float *)acc.buf, x, l, vbmi ? planes : NULL, k, start, frames[0].len);
+    add_luts_fast((float *)acc.buf, x, l, planes, k, start, frames[0].len);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -306,12 +315,10 @@ static PyObject *accumulate_yuv(PyObject *self, PyObject *args)
     }
     const uint8_t *x[MAX_FRAMES];
     const float *l[MAX_FRAMES];
-    Planes planes[MAX_FRAMES];
-    for (int i = 0; i < k; i++) {
+    for (int i = 0; i < k; i++)
         x[i] = bands + (Py_ssize_t)i * band * row, l[i] = (const float *)luts[i].buf;
-        if (vbmi)
-            split_lut(&planes[i], l[i]);
-    }
+    Planes buf[MAX_FRAMES];
+    const Planes *planes = planes_for(buf, l, k);
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     for (int y0 = 0; y0 < height && !failed; y0 += band) {
@@ -320,7 +327,7 @@ static PyObject *accumulate_yuv(PyObject *self, PyObject *args)
             if (scale_band((sws_scale_fn)(uintptr_t)fnp, &src[i], y0, rows, (uint8_t *)x[i], (int)row) != rows)
                 failed = 1;
         if (!failed)
-            add_luts_fast((float *)acc.buf + y0 * row, x, l, vbmi ? planes : NULL, k, start, rows * row);
+            add_luts_fast((float *)acc.buf + y0 * row, x, l, planes, k, start, rows * row);
     }
     Py_END_ALLOW_THREADS
     if (failed)
